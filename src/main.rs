@@ -1,0 +1,48 @@
+//! `edgeward`: the operator and central-side command line. It parses arguments and wires the
+//! library crates together; behaviour lives in the libraries.
+
+mod c37118_cmd;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "edgeward",
+    version,
+    about = "Edgeward operator and central-side tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// IEEE C37.118.2 synchrophasor tools.
+    #[command(name = "c37118", subcommand)]
+    C37118(c37118_cmd::C37118Command),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGEWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edgeward: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::C37118(command) => c37118_cmd::run(command),
+    }
+}
