@@ -9,7 +9,7 @@
 
 pub mod c37118;
 pub mod capture;
-//pub mod client;
+pub mod client;
 pub mod replay;
 pub mod report;
-//pub mod stats;
+pub mod stats;

@@ -16,15 +16,41 @@ pub fn testdata(subdir: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    let message = format!(
+    required_peer_missing(&format!(
         "shared test data {} is missing (set EDGEWARD_TESTDATA or put ../shared beside the checkout)",
         dir.display()
-    );
+    ));
+    None
+}
+
+/// Reports that something a test needs is missing: under CI (`CI=true`) that fails the test,
+/// since CI installs everything; elsewhere the test is skipped with the reason printed.
+pub fn required_peer_missing(message: &str) {
     if std::env::var("CI").is_ok_and(|value| value == "true") {
         panic!("{message}");
     }
     eprintln!("skipping: {message}");
-    None
+}
+
+/// The `edgeward` binary of this build (`cargo build --bins` puts it beside the test binaries).
+pub fn edgeward_binary() -> PathBuf {
+    binary("edgeward")
+}
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(name))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
 }
 
 /// The workspace root.

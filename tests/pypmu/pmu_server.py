@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""A PMU served by pyPMU (the `synchrophasor` package), as a C37.118 peer no one here wrote.
+
+Frame k carries values that are a function of k, and k itself in its first analog channel, so a
+test can check every decoded value without sharing a clock with this process:
+
+  phasor i (i = 0..3):  int-rect    re = 100(i+1) + k mod 1000,  im = -(k mod 500) - i
+                        int-polar   mag = 1000(i+1) + k mod 1000, angle = (37k mod 62832) - 31416
+                        float-rect  re = 230(i+1) + k/4,          im = -k/8
+                        float-polar mag = 230 + i + k/2,          angle = (k mod 628)/100 - 3.14
+  freq  = (k mod 200) - 100 mHz from 50 Hz;   dfreq = (k mod 50) - 25 hundredths of Hz/s
+  analog = [k, -k / 2] (float);               digital = [k mod 65536]
+"""
+
+import argparse
+import collections
+import collections.abc
+import logging
+import sys
+import time
+
+# pyPMU predates Python 3.10, where collections.Sequence moved to collections.abc.
+collections.Sequence = collections.abc.Sequence
+
+from synchrophasor.frame import ConfigFrame2, DataFrame  # noqa: E402
+from synchrophasor.pmu import Pmu  # noqa: E402
+
+FORMATS = {
+    # (polar, phasor float, analog float, freq float)
+    "int-rect": (False, False, True, False),
+    "int-polar": (True, False, True, False),
+    "float-rect": (False, True, True, False),
+    "float-polar": (True, True, True, False),
+}
+
+PHUNITS = [(915527, "v"), (915527, "v"), (915527, "v"), (45776, "i")]
+
+
+def phasors(kind, k):
+    if kind == "int-rect":
+        return [(100 * (i + 1) + k % 1000, -(k % 500) - i) for i in range(4)]
+    if kind == "int-polar":
+        return [(1000 * (i + 1) + k % 1000, (37 * k) % 62832 - 31416) for i in range(4)]
+    if kind == "float-rect":
+        return [(230.0 * (i + 1) + k / 4, -k / 8) for i in range(4)]
+    return [(230.0 + i + k / 2, (k % 628) / 100 - 3.14) for i in range(4)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--id", type=int, default=7734)
+    parser.add_argument("--port", type=int, default=4712)
+    parser.add_argument("--rate", type=int, default=50)
+    parser.add_argument("--format", choices=sorted(FORMATS), default="int-rect")
+    parser.add_argument("--station", default="EDGEWARD TEST")
+    args = parser.parse_args()
+
+    pmu = Pmu(pmu_id=args.id, data_rate=args.rate, port=args.port, ip="127.0.0.1")
+    pmu.logger.setLevel(logging.WARNING)
+    cfg = ConfigFrame2(
+        args.id, 1000000, 1, args.station, args.id, FORMATS[args.format], 4, 2, 1,
+        ["VA", "VB", "VC", "IA", "TEMP", "HUMIDITY"] + ["BREAKER %d" % bit for bit in range(16)],
+        PHUNITS, [(1, "pow"), (1, "rms")], [(0x0000, 0xFFFF)], 50, 1, args.rate,
+    )
+    pmu.set_configuration(cfg)
+    pmu.set_header("Edgeward test PMU served by pyPMU")
+    pmu.run()
+    print("LISTENING %d" % args.port, flush=True)
+
+    stat = ("ok", True, "timestamp", False, False, False, 0, "<10", 0)
+    k = 0
+    period = 1.0 / args.rate
+    next_send = time.monotonic()
+    while True:
+        if pmu.client_buffers:
+            frame = DataFrame(
+                args.id, stat, phasors(args.format, k), (k % 200) - 100, (k % 50) - 25,
+                [float(k), -k / 2], [k % 65536], cfg,
+            )
+            pmu.send(frame)
+            k += 1
+        next_send += period
+        time.sleep(max(0.0, next_send - time.monotonic()))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(0)
