@@ -130,6 +130,8 @@ pub mod expected {
                     "float-rect" => (230.0 * (i_f + 1.0) + k_f / 4.0, -k_f / 8.0),
                     _ => {
                         let magnitude = 230.0 + i_f + k_f / 2.0;
+                        // The literal 3.14 of pmu_server.py, not π.
+                        #[allow(clippy::approx_constant)]
                         let angle = (k % 628) as f64 / 100.0 - 3.14;
                         (magnitude * angle.cos(), magnitude * angle.sin())
                     }

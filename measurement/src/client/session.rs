@@ -22,7 +22,7 @@ pub enum SessionState {
 
 /// How long to wait before asking again for a CFG-2 that did not come, and how often to re-ask
 /// while STAT bit 10 announces a change.
-pub const CONFIG_RETRY_SECONDS: f64 = 5.0;
+pub const CONFIG_RETRY_SECONDS: f64 = 2.0;
 
 /// What the session made of one framer event.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,15 +101,18 @@ impl Session {
         self.decoder.config(self.idcode)
     }
 
-    /// Commands to send after (re)connecting: stop any data left running by an earlier
-    /// connection, then ask for the current configuration.
+    /// Commands to send after (re)connecting: ask for the current configuration; data is
+    /// turned on once it arrives.
+    ///
+    /// Only one command is sent at a time: some PMUs (pyPMU among them) read one frame per
+    /// `recv` and drop commands that arrive together in one segment.
     pub fn connected(&mut self, now: f64) -> Vec<Command> {
         if !self.commands_enabled {
             return Vec::new();
         }
         self.state = SessionState::AwaitingConfig;
         self.last_config_request = Some(now);
-        vec![Command::DataOff, Command::SendCfg2]
+        vec![Command::SendCfg2]
     }
 
     /// Commands due at `now` without any frame arriving: a CFG-2 request that went unanswered.
@@ -275,12 +278,9 @@ mod tests {
     #[test]
     fn asks_for_cfg2_then_turns_data_on() {
         let mut session = Session::commanded(IdCode(9));
-        assert_eq!(
-            session.connected(0.0),
-            vec![Command::DataOff, Command::SendCfg2]
-        );
+        assert_eq!(session.connected(0.0), vec![Command::SendCfg2]);
         assert_eq!(session.tick(1.0), vec![]);
-        assert_eq!(session.tick(6.0), vec![Command::SendCfg2]);
+        assert_eq!(session.tick(2.5), vec![Command::SendCfg2]);
         let outputs = feed(&mut session, &config(1).encode().expect("encodes"), 7.0);
         assert_eq!(outputs[0].commands, vec![Command::DataOn]);
         assert_eq!(session.state(), SessionState::Streaming);
@@ -301,10 +301,10 @@ mod tests {
             .commands
             .is_empty());
         assert_eq!(
-            feed(&mut session, &data(1 << 10, 40_000), 16.0)[0].commands,
+            feed(&mut session, &data(1 << 10, 40_000), 12.5)[0].commands,
             vec![Command::SendCfg2]
         );
-        let outputs = feed(&mut session, &config(2).encode().expect("encodes"), 16.1);
+        let outputs = feed(&mut session, &config(2).encode().expect("encodes"), 12.6);
         assert!(matches!(
             outputs[0].event,
             Some(SessionEvent::Config { changed: true, .. })

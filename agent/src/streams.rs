@@ -1,0 +1,172 @@
+//! Runs one PMU client per configured stream and reports what arrives: every data frame when
+//! asked to, and each stream's statistics at the configured interval.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Result;
+use edgeward_measurement::client::{ClientEvent, PmuClient, SessionEvent};
+use edgeward_measurement::stats::StreamStatistics;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::config::{AgentConfig, PmuStream};
+
+/// What a stream task reports to the agent.
+enum Report {
+    Frame {
+        stream: String,
+        line: String,
+    },
+    Statistics {
+        stream: String,
+        statistics: StreamStatistics,
+    },
+}
+
+pub async fn run(
+    config: AgentConfig,
+    print_frames: bool,
+    duration: Option<Duration>,
+) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel(4096);
+    let mut tasks = Vec::new();
+    for stream in config.pmus.clone() {
+        let span = info_span!("pmu", name = %stream.name, idcode = %stream.options.idcode);
+        tasks.push(tokio::spawn(
+            read_stream(stream, print_frames, config.statistics_interval, tx.clone())
+                .instrument(span),
+        ));
+    }
+    drop(tx);
+    let deadline = async {
+        match duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stdout = std::io::stdout();
+    let mut last: std::collections::BTreeMap<String, StreamStatistics> = Default::default();
+    loop {
+        tokio::select! {
+            report = rx.recv() => match report {
+                Some(Report::Frame { stream, line }) => {
+                    let mut out = stdout.lock();
+                    writeln!(out, "{stream}: {line}")?;
+                }
+                Some(Report::Statistics { stream, statistics }) => {
+                    print_statistics(&stream, &statistics);
+                    last.insert(stream, statistics);
+                }
+                None => break,
+            },
+            _ = &mut deadline => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    for task in &tasks {
+        task.abort();
+    }
+    info!("stopping; final statistics follow");
+    for (stream, statistics) in &last {
+        print_statistics(stream, statistics);
+    }
+    Ok(())
+}
+
+fn print_statistics(stream: &str, statistics: &StreamStatistics) {
+    let latency = &statistics.latency;
+    println!(
+        "{stream}: STATS frames={} data={} cfg={} missing={} out_of_order={} crc_errors={} undecodable={} \
+         config_changes={} time={:?} latency_ms(min/mean/max)={:.1}/{:.1}/{:.1}",
+        statistics.frames,
+        statistics.data_frames,
+        statistics.config_frames,
+        statistics.missing,
+        statistics.out_of_order,
+        statistics.crc_errors,
+        statistics.undecodable,
+        statistics.config_changes,
+        statistics.time_state,
+        latency.min * 1e3,
+        latency.mean * 1e3,
+        latency.max * 1e3,
+    );
+}
+
+async fn read_stream(
+    stream: PmuStream,
+    print_frames: bool,
+    interval: Duration,
+    reports: mpsc::Sender<Report>,
+) {
+    let mut client = PmuClient::spawn(stream.options.clone());
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            event = client.next_event() => {
+                let Some(event) = event else { return };
+                match event {
+                    ClientEvent::Connected { peer } => info!(%peer, "connected"),
+                    ClientEvent::Disconnected { reason } => warn!(%reason, "stream lost; reconnecting"),
+                    ClientEvent::Session(SessionEvent::Config { config, changed }) => info!(
+                        stations = config.pmus.len(),
+                        rate = config.data_rate.0,
+                        changed,
+                        "configuration received"
+                    ),
+                    ClientEvent::Session(SessionEvent::Header(text)) => info!(%text, "header"),
+                    ClientEvent::Session(SessionEvent::Dropped(reason)) => warn!(%reason, "frame dropped"),
+                    ClientEvent::Session(SessionEvent::Data { frame, config }) => {
+                        if print_frames {
+                            let line = describe(&frame, &config);
+                            if reports.send(Report::Frame { stream: stream.name.clone(), line }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                let statistics = client.statistics();
+                if reports.send(Report::Statistics { stream: stream.name.clone(), statistics }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One readable line per data frame: time, then per PMU the phasors as magnitude∠angle.
+fn describe(
+    frame: &edgeward_measurement::c37118::DataFrame,
+    config: &edgeward_measurement::c37118::ConfigFrame,
+) -> String {
+    let mut line = format!("t={:.3}", frame.timestamp(config));
+    for (block, pmu) in frame.pmus.iter().zip(&config.pmus) {
+        line.push_str(&format!(" [{}", pmu.station));
+        for (phasor, channel) in block.phasors.iter().zip(&pmu.phasors) {
+            match phasor.to_engineering(&channel.scale) {
+                Some((re, im)) => line.push_str(&format!(
+                    " {}={:.2}∠{:.2}°",
+                    channel.name,
+                    re.hypot(im),
+                    im.atan2(re).to_degrees()
+                )),
+                None => line.push_str(&format!(" {}=absent", channel.name)),
+            }
+        }
+        if let Some(hz) = block.frequency.hertz(pmu.nominal_frequency) {
+            line.push_str(&format!(" f={hz:.3}Hz"));
+        }
+        if let Some(rocof) = block.rocof.hertz_per_second() {
+            line.push_str(&format!(" rocof={rocof:.2}Hz/s"));
+        }
+        line.push(']');
+    }
+    line
+}
