@@ -169,12 +169,22 @@ fn decode_all(workload: &Workload) {
     }
 }
 
+/// The stream hot path: every frame decoded into one reused `DataFrame`, every value read.
+fn decode_all_into(workload: &Workload, frame: &mut DataFrame) {
+    for bytes in &workload.frames {
+        frame
+            .decode_into(black_box(bytes), &workload.config)
+            .expect("decodes");
+        black_box(&*frame);
+    }
+}
+
 /// Frames per second over about one second, for the ratio to pyPMU.
-fn measure_rust(workload: &Workload) -> f64 {
+fn measure_rust(workload: &Workload, mut decode: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut decoded = 0usize;
     while start.elapsed() < Duration::from_secs(1) {
-        decode_all(workload);
+        decode();
         decoded += workload.frames.len();
     }
     decoded as f64 / start.elapsed().as_secs_f64()
@@ -247,27 +257,45 @@ fn main() {
         group.bench_function(format!("{}/bytes", workload.name), |b| {
             b.iter(|| decode_all(workload))
         });
+        group.throughput(Throughput::Elements(workload.frames.len() as u64));
+        let mut reused = DataFrame::empty();
+        group.bench_function(format!("{}/frames_reused", workload.name), |b| {
+            b.iter(|| decode_all_into(workload, &mut reused))
+        });
         group.finish();
     }
     criterion.final_summary();
 
-    println!("\nedgeward vs pyPMU, same frames, same run (frames/s):");
+    println!("\nedgeward vs pyPMU, same frames, same run, one core (frames/s):");
     println!(
-        "{:<32} {:>14} {:>10} {:>12} {:>8}",
-        "workload", "edgeward", "MB/s", "pyPMU", "ratio"
+        "{:<30} {:<14} {:>12} {:>9} {:>10} {:>7}",
+        "workload", "edgeward path", "edgeward", "MB/s", "pyPMU", "ratio"
     );
     for workload in &workloads {
         let frame_len = workload.frames.iter().map(Vec::len).sum::<usize>() as f64
             / workload.frames.len() as f64;
-        let ours = measure_rust(workload);
         let theirs = measure_pypmu(workload);
-        println!(
-            "{:<32} {:>14.0} {:>10.1} {:>12} {:>8}",
-            workload.name,
-            ours,
-            ours * frame_len / 1e6,
-            theirs.map_or("-".into(), |rate| format!("{rate:.0}")),
-            theirs.map_or("-".into(), |rate| format!("{:.0}x", ours / rate)),
-        );
+        let mut reused = DataFrame::empty();
+        let paths = [
+            (
+                "Frame::decode",
+                measure_rust(workload, || decode_all(workload)),
+            ),
+            (
+                "decode_into",
+                measure_rust(workload, || decode_all_into(workload, &mut reused)),
+            ),
+        ];
+        for (path, ours) in paths {
+            println!(
+                "{:<30} {:<14} {:>12.0} {:>9.1} {:>10} {:>7}",
+                workload.name,
+                path,
+                ours,
+                ours * frame_len / 1e6,
+                theirs.map_or("-".into(), |rate| format!("{rate:.0}")),
+                theirs.map_or("-".into(), |rate| format!("{:.0}x", ours / rate)),
+            );
+        }
     }
 }

@@ -559,8 +559,9 @@ impl ConfigFrame {
         if num_pmu == 0 {
             return Err(DecodeError::NoPmus);
         }
-        // The smallest CFG-3 PMU entry is 63 bytes.
-        check_count(&reader, num_pmu, 63)?;
+        // The smallest CFG-3 PMU entry is 52 bytes (an empty STN, IDCODE, G_PMU_ID, FORMAT, three
+        // counts, position, SVC_CLASS, WINDOW, GRP_DLY, FNOM, CFGCNT).
+        check_count(&reader, num_pmu, 52)?;
         let mut pmus = Vec::with_capacity(num_pmu);
         for _ in 0..num_pmu {
             let station = read_counted_name(&mut reader)?;

@@ -6,7 +6,8 @@
 //! and hertz per second with the channel's configuration.
 
 use super::config::{AnalogScale, ConfigFrame, NominalFrequency, PhasorScale, PmuConfig};
-use super::frame::{finish_frame, CommonHeader};
+use super::frame::{finish_frame, split_frame, CommonHeader, FrameType, IdCode};
+use super::time::FracSec;
 use super::wire::{Reader, WriteBe};
 use super::{DecodeError, MIN_FRAME_LEN};
 
@@ -295,6 +296,26 @@ pub struct PmuData {
     pub digitals: Vec<u16>,
 }
 
+/// A data frame must be exactly as long as its configuration says, so a stale configuration is
+/// detected rather than misread.
+fn check_size(
+    header: &CommonHeader,
+    payload: &[u8],
+    config: &ConfigFrame,
+) -> Result<(), DecodeError> {
+    let expected = config.data_frame_len();
+    let actual = payload.len() + MIN_FRAME_LEN;
+    if expected != actual {
+        return Err(DecodeError::DataSizeMismatch {
+            idcode: header.idcode.0,
+            cfgcnt: config.pmus.first().map_or(0, |pmu| pmu.cfgcnt),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// A decoded data frame. Its blocks are in the order of the configuration's PMUs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataFrame {
@@ -303,58 +324,108 @@ pub struct DataFrame {
 }
 
 impl PmuData {
-    fn decode(reader: &mut Reader<'_>, config: &PmuConfig) -> Result<Self, DecodeError> {
-        let format = config.format;
-        let stat = Stat(reader.u16()?);
-        let mut phasors = Vec::with_capacity(config.phasors.len());
-        for _ in 0..config.phasors.len() {
-            phasors.push(match (format.phasor_float(), format.polar()) {
-                (false, false) => Phasor::IntRectangular {
-                    re: reader.i16()?,
-                    im: reader.i16()?,
-                },
-                (false, true) => Phasor::IntPolar {
-                    magnitude: reader.u16()?,
-                    angle: reader.i16()?,
-                },
-                (true, false) => Phasor::FloatRectangular {
-                    re: reader.f32()?,
-                    im: reader.f32()?,
-                },
-                (true, true) => Phasor::FloatPolar {
-                    magnitude: reader.f32()?,
-                    angle: reader.f32()?,
-                },
-            });
+    fn empty() -> Self {
+        Self {
+            stat: Stat(0),
+            phasors: Vec::new(),
+            frequency: Frequency::IntDeviation(0),
+            rocof: Rocof::IntHundredths(0),
+            analogs: Vec::new(),
+            digitals: Vec::new(),
         }
-        let (frequency, rocof) = if format.freq_float() {
-            (Frequency::Float(reader.f32()?), Rocof::Float(reader.f32()?))
+    }
+
+    fn decode(reader: &mut Reader<'_>, config: &PmuConfig) -> Result<Self, DecodeError> {
+        let mut block = Self {
+            phasors: Vec::with_capacity(config.phasors.len()),
+            analogs: Vec::with_capacity(config.analogs.len()),
+            digitals: Vec::with_capacity(config.digitals.len()),
+            ..Self::empty()
+        };
+        block.decode_in_place(reader, config)?;
+        Ok(block)
+    }
+
+    /// Overwrites this block with the next one in `reader`, keeping its allocations.
+    fn decode_in_place(
+        &mut self,
+        reader: &mut Reader<'_>,
+        config: &PmuConfig,
+    ) -> Result<(), DecodeError> {
+        // One bounds check for the whole block; the fields are then cut from it by the sizes
+        // the configuration gives, with exact-size chunks the compiler reads without checks.
+        let offset = reader.position();
+        let block = reader.take(config.data_block_len())?;
+        let format = config.format;
+        let truncated = || DecodeError::Truncated {
+            offset,
+            needed: config.data_block_len(),
+            available: block.len(),
+        };
+        let phasor_len = if format.phasor_float() { 8 } else { 4 };
+        let freq_len = if format.freq_float() { 4 } else { 2 };
+        let analog_len = if format.analog_float() { 4 } else { 2 };
+        let (stat, rest) = block.split_at_checked(2).ok_or_else(truncated)?;
+        let (phasors, rest) = rest
+            .split_at_checked(config.phasors.len() * phasor_len)
+            .ok_or_else(truncated)?;
+        let (frequency, rest) = rest.split_at_checked(2 * freq_len).ok_or_else(truncated)?;
+        let (analogs, digitals) = rest
+            .split_at_checked(config.analogs.len() * analog_len)
+            .ok_or_else(truncated)?;
+
+        self.stat = Stat(u16::from_be_bytes([stat[0], stat[1]]));
+        self.phasors.clear();
+        let chunks = phasors.chunks_exact(phasor_len);
+        match (format.phasor_float(), format.polar()) {
+            (false, false) => self.phasors.extend(chunks.map(|c| Phasor::IntRectangular {
+                re: i16::from_be_bytes([c[0], c[1]]),
+                im: i16::from_be_bytes([c[2], c[3]]),
+            })),
+            (false, true) => self.phasors.extend(chunks.map(|c| Phasor::IntPolar {
+                magnitude: u16::from_be_bytes([c[0], c[1]]),
+                angle: i16::from_be_bytes([c[2], c[3]]),
+            })),
+            (true, false) => self
+                .phasors
+                .extend(chunks.map(|c| Phasor::FloatRectangular {
+                    re: f32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                    im: f32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+                })),
+            (true, true) => self.phasors.extend(chunks.map(|c| Phasor::FloatPolar {
+                magnitude: f32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                angle: f32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+            })),
+        }
+        let f = frequency;
+        (self.frequency, self.rocof) = if format.freq_float() {
+            (
+                Frequency::Float(f32::from_be_bytes([f[0], f[1], f[2], f[3]])),
+                Rocof::Float(f32::from_be_bytes([f[4], f[5], f[6], f[7]])),
+            )
         } else {
             (
-                Frequency::IntDeviation(reader.i16()?),
-                Rocof::IntHundredths(reader.i16()?),
+                Frequency::IntDeviation(i16::from_be_bytes([f[0], f[1]])),
+                Rocof::IntHundredths(i16::from_be_bytes([f[2], f[3]])),
             )
         };
-        let mut analogs = Vec::with_capacity(config.analogs.len());
-        for _ in 0..config.analogs.len() {
-            analogs.push(if format.analog_float() {
-                Analog::Float(reader.f32()?)
-            } else {
-                Analog::Int(reader.i16()?)
-            });
+        self.analogs.clear();
+        let chunks = analogs.chunks_exact(analog_len);
+        if format.analog_float() {
+            self.analogs.extend(
+                chunks.map(|c| Analog::Float(f32::from_be_bytes([c[0], c[1], c[2], c[3]]))),
+            );
+        } else {
+            self.analogs
+                .extend(chunks.map(|c| Analog::Int(i16::from_be_bytes([c[0], c[1]]))));
         }
-        let mut digitals = Vec::with_capacity(config.digitals.len());
-        for _ in 0..config.digitals.len() {
-            digitals.push(reader.u16()?);
-        }
-        Ok(Self {
-            stat,
-            phasors,
-            frequency,
-            rocof,
-            analogs,
-            digitals,
-        })
+        self.digitals.clear();
+        self.digitals.extend(
+            digitals
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]])),
+        );
+        Ok(())
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -408,22 +479,42 @@ impl DataFrame {
         payload: &[u8],
         config: &ConfigFrame,
     ) -> Result<Self, DecodeError> {
-        let expected = config.data_frame_len();
-        let actual = payload.len() + MIN_FRAME_LEN;
-        if expected != actual {
-            return Err(DecodeError::DataSizeMismatch {
-                idcode: header.idcode.0,
-                cfgcnt: config.pmus.first().map_or(0, |pmu| pmu.cfgcnt),
-                expected,
-                actual,
-            });
-        }
+        check_size(&header, payload, config)?;
         let mut reader = Reader::new(payload);
         let mut pmus = Vec::with_capacity(config.pmus.len());
         for pmu in &config.pmus {
             pmus.push(PmuData::decode(&mut reader, pmu)?);
         }
         Ok(Self { header, pmus })
+    }
+
+    /// An empty frame to decode into with [`decode_into`](Self::decode_into).
+    pub fn empty() -> Self {
+        Self {
+            header: CommonHeader::new(FrameType::Data, IdCode(0), 0, FracSec::from_raw(0)),
+            pmus: Vec::new(),
+        }
+    }
+
+    /// Decodes the whole data frame `bytes` into `self`, reusing its allocations: the hot path
+    /// of a stream, where every frame has the layout of the one before. On error `self` holds
+    /// no meaningful frame.
+    pub fn decode_into(&mut self, bytes: &[u8], config: &ConfigFrame) -> Result<(), DecodeError> {
+        let (header, payload) = split_frame(bytes)?;
+        if header.frame_type != FrameType::Data {
+            return Err(DecodeError::UnexpectedFrameType {
+                expected: FrameType::Data.name(),
+                found: header.frame_type.name(),
+            });
+        }
+        check_size(&header, payload, config)?;
+        self.header = header;
+        self.pmus.resize_with(config.pmus.len(), PmuData::empty);
+        let mut reader = Reader::new(payload);
+        for (block, pmu) in self.pmus.iter_mut().zip(&config.pmus) {
+            block.decode_in_place(&mut reader, pmu)?;
+        }
+        Ok(())
     }
 
     /// Encodes the frame. The values carry their own formats, so no configuration is needed;

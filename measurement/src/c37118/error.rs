@@ -24,6 +24,11 @@ pub enum DecodeError {
     FrameSizeMismatch { declared: u16, actual: usize },
     #[error("CRC mismatch: frame carries {carried:#06x}, bytes give {computed:#06x}")]
     CrcMismatch { carried: u16, computed: u16 },
+    #[error("expected a {expected} frame, found a {found} frame")]
+    UnexpectedFrameType {
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error(
         "data frame from stream {idcode} arrived before any configuration frame of that stream"
     )]
