@@ -2,6 +2,7 @@
 //! library crates together; behaviour lives in the libraries.
 
 mod c37118_cmd;
+mod eventlog_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ enum Command {
     /// IEEE C37.118.2 synchrophasor tools.
     #[command(name = "c37118", subcommand)]
     C37118(c37118_cmd::C37118Command),
+    /// TCG event logs: replay and inspect.
+    #[command(subcommand)]
+    Eventlog(eventlog_cmd::EventLogCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +38,14 @@ fn main() -> std::process::ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that stops early (`| head`) is not an error worth reporting.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("edgeward: {error:#}");
             std::process::ExitCode::FAILURE
@@ -44,5 +56,6 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::C37118(command) => c37118_cmd::run(command),
+        Command::Eventlog(command) => eventlog_cmd::run(command),
     }
 }
