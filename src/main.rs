@@ -3,6 +3,7 @@
 
 mod c37118_cmd;
 mod eventlog_cmd;
+mod image_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,15 @@ enum Command {
     /// TCG event logs: replay and inspect.
     #[command(subcommand)]
     Eventlog(eventlog_cmd::EventLogCommand),
+    /// Secure Boot, workload and release keys.
+    #[command(subcommand)]
+    Keys(image_cmd::KeysCommand),
+    /// The signed, measured boot image.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
+    /// PCR prediction from image artifacts.
+    #[command(subcommand)]
+    Bootchain(image_cmd::BootchainCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,5 +67,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::C37118(command) => c37118_cmd::run(command),
         Command::Eventlog(command) => eventlog_cmd::run(command),
+        Command::Keys(command) => image_cmd::keys(command),
+        Command::Image(command) => image_cmd::image(command),
+        Command::Bootchain(command) => image_cmd::bootchain(command),
     }
 }

@@ -5,6 +5,7 @@
 //! it attestation, signing and forwarding.
 
 mod config;
+mod init;
 mod streams;
 
 use std::path::PathBuf;
@@ -37,6 +38,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // As the initramfs's /init the agent brings the system up and reports what was measured.
+    if std::process::id() == 1 {
+        if let Err(error) = init::run() {
+            println!("EDGEWARD-FAILED {error:#}");
+        }
+        init::power_off();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -1,0 +1,131 @@
+//! Bring-up when the agent is the initramfs's `/init` (PID 1): mount the kernel filesystems,
+//! load the kernel modules the image ships, read what the firmware measured (the SHA-256 PCRs
+//! and the event log) and report it on the console.
+//!
+//! The console lines are a contract with the image tests and with an operator watching the
+//! serial port: `EDGEWARD-PCRS {json}`, `EDGEWARD-EVENTLOG <hex>`, then `EDGEWARD-READY`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::kmod::{finit_module, ModuleInitFlags};
+use nix::mount::{mount, MsFlags};
+use serde_json::{json, Map, Value};
+
+/// The list of modules to load, in dependency order, written by the image build.
+pub const MODULE_LIST: &str = "/etc/edgeward/modules";
+const PCR_DIR: &str = "/sys/class/tpm/tpm0/pcr-sha256";
+const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+
+fn mount_filesystems() -> Result<()> {
+    let mounts: [(&str, &str, &str); 4] = [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("securityfs", "/sys/kernel/security", "securityfs"),
+    ];
+    for (source, target, fstype) in mounts {
+        std::fs::create_dir_all(target).with_context(|| format!("cannot create {target}"))?;
+        mount(
+            Some(source),
+            target,
+            Some(fstype),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot mount {fstype} on {target}"))?;
+    }
+    Ok(())
+}
+
+fn load_modules() -> Result<usize> {
+    let Ok(list) = std::fs::read_to_string(MODULE_LIST) else {
+        return Ok(0);
+    };
+    let mut loaded = 0;
+    for path in list.lines().filter(|line| !line.trim().is_empty()) {
+        let file = File::open(path).with_context(|| format!("cannot open module {path}"))?;
+        match finit_module(&file, c"", ModuleInitFlags::empty()) {
+            Ok(()) => loaded += 1,
+            // Built in, or loaded as another module's dependency.
+            Err(nix::errno::Errno::EEXIST) => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot load module {path}")),
+        }
+    }
+    Ok(loaded)
+}
+
+/// SHA-256 PCRs 0–15 as the kernel exposes them (upper-case hex text, one file each).
+fn read_pcrs() -> Result<BTreeMap<u32, String>> {
+    let mut pcrs = BTreeMap::new();
+    for index in 0..16u32 {
+        let path = Path::new(PCR_DIR).join(index.to_string());
+        let value = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {} (is there a TPM?)", path.display()))?;
+        pcrs.insert(index, value.trim().to_ascii_lowercase());
+    }
+    Ok(pcrs)
+}
+
+/// Runs bring-up and reports; the caller powers off or goes on.
+pub fn run() -> Result<()> {
+    mount_filesystems()?;
+    let loaded = load_modules()?;
+    let pcrs = read_pcrs()?;
+    let event_log = std::fs::read(EVENT_LOG).with_context(|| format!("cannot read {EVENT_LOG}"))?;
+    // Check our own log against our own PCRs before reporting: a mismatch is worth a line.
+    let replayed = edgeward_bootchain::eventlog::parse(&event_log)
+        .map_err(anyhow::Error::from)
+        .and_then(|log| Ok(edgeward_bootchain::eventlog::replay(&log)?));
+    let pcr_json: Map<String, Value> = pcrs
+        .iter()
+        .map(|(index, value)| (index.to_string(), Value::String(value.clone())))
+        .collect();
+    let mut console = std::io::stdout().lock();
+    writeln!(console, "EDGEWARD-MODULES loaded={loaded}")?;
+    writeln!(console, "EDGEWARD-PCRS {}", json!({ "sha256": pcr_json }))?;
+    writeln!(console, "EDGEWARD-EVENTLOG {}", hex::encode(&event_log))?;
+    match replayed {
+        Ok(banks) => {
+            let sha256 = edgeward_bootchain::eventlog::HashAlgorithm::Sha256;
+            let differing: Vec<String> = pcrs
+                .iter()
+                .filter_map(|(index, value)| {
+                    let pcr = edgeward_bootchain::eventlog::PcrIndex::new(*index)?;
+                    let replayed = banks
+                        .get(sha256, pcr)
+                        .map(hex::encode)
+                        .unwrap_or_else(|| "0".repeat(64));
+                    (&replayed != value).then(|| index.to_string())
+                })
+                .collect();
+            writeln!(
+                console,
+                "EDGEWARD-REPLAY differing_pcrs=[{}]",
+                differing.join(",")
+            )?;
+        }
+        Err(error) => writeln!(console, "EDGEWARD-REPLAY error={error:#}")?,
+    }
+    writeln!(console, "EDGEWARD-READY")?;
+    console.flush()?;
+    Ok(())
+}
+
+/// Ends PID 1 without a kernel panic.
+pub fn power_off() -> ! {
+    let _ = std::io::stdout().flush();
+    nix::unistd::sync();
+    match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF) {
+        Ok(never) => match never {},
+        Err(error) => {
+            eprintln!("edgeward-agent: cannot power off: {error}");
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Predicts, from image artifacts alone, the SHA-256 PCR values that a device booting the image
+//! under OVMF with Secure Boot on will quote. Each function cites the line of docs/boot-chain.md
+//! it implements; the recipes were verified against live boots (../shared/reference/
+//! measured-boot.md §1.3).
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest as _, Sha256};
+use thiserror::Error;
+
+use crate::pe::{PeError, PeImage};
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PredictError {
+    #[error("the UKI is not a readable PE image: {0}")]
+    Pe(#[from] PeError),
+    #[error("the UKI has no {0} section")]
+    MissingSection(&'static str),
+    #[error("the .cmdline section is not UTF-8")]
+    CmdlineNotUtf8,
+}
+
+/// The GUID of EFI global variables (SecureBoot, PK, KEK).
+pub const EFI_GLOBAL_VARIABLE: [u8; 16] = guid(
+    0x8be4df61,
+    0x93ca,
+    0x11d2,
+    [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c],
+);
+/// The GUID of the image security databases (db, dbx).
+pub const EFI_IMAGE_SECURITY_DATABASE: [u8; 16] = guid(
+    0xd719b2cb,
+    0x3d3a,
+    0x4596,
+    [0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f],
+);
+const EFI_CERT_X509: [u8; 16] = guid(
+    0xa5c059a1,
+    0x94e4,
+    0x4aa7,
+    [0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72],
+);
+const EFI_CERT_SHA256: [u8; 16] = guid(
+    0xc1c41626,
+    0x504c,
+    0x4092,
+    [0xac, 0xa9, 0x41, 0xf9, 0x36, 0x93, 0x43, 0x28],
+);
+/// The owner virt-fw-vars gives its placeholder dbx entry.
+const VIRT_FW_DBX_OWNER: [u8; 16] = guid(
+    0xa0baa8a3,
+    0x041d,
+    0x48a8,
+    [0xbc, 0x87, 0xc3, 0x6d, 0x12, 0x1b, 0x5e, 0x3d],
+);
+
+const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
+    let a = a.to_le_bytes();
+    let b = b.to_le_bytes();
+    let c = c.to_le_bytes();
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+        d[7],
+    ]
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn extend_all(digests: &[[u8; 32]]) -> [u8; 32] {
+    digests.iter().fold([0u8; 32], |pcr, digest| {
+        let mut hasher = Sha256::new();
+        hasher.update(pcr);
+        hasher.update(digest);
+        hasher.finalize().into()
+    })
+}
+
+/// The Secure Boot configuration enrolled into the firmware.
+#[derive(Debug, Clone)]
+pub struct SecureBootKeys {
+    /// Owner GUID, UEFI byte layout.
+    pub owner: [u8; 16],
+    pub pk: Vec<u8>,
+    pub kek: Vec<u8>,
+    pub db: Vec<u8>,
+}
+
+/// `UEFI_VARIABLE_DATA`: VariableName GUID, name length in UTF-16 units, data length, name, data.
+pub fn uefi_variable_data(vendor: &[u8; 16], name: &str, data: &[u8]) -> Vec<u8> {
+    let name: Vec<u16> = name.encode_utf16().collect();
+    let mut out = Vec::with_capacity(32 + 2 * name.len() + data.len());
+    out.extend_from_slice(vendor);
+    out.extend_from_slice(&(name.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    for unit in name {
+        out.extend_from_slice(&unit.to_le_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// `EFI_SIGNATURE_LIST` with one entry.
+pub fn signature_list(kind: &[u8; 16], owner: &[u8; 16], data: &[u8]) -> Vec<u8> {
+    let signature_size = 16 + data.len() as u32;
+    let mut out = Vec::with_capacity(28 + signature_size as usize);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(&(28 + signature_size).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&signature_size.to_le_bytes());
+    out.extend_from_slice(owner);
+    out.extend_from_slice(data);
+    out
+}
+
+/// PCR 4 (docs/boot-chain.md, "PCR 4"): the boot-option action, the separator, the signed UKI.
+pub fn pcr4(signed_uki: &[u8]) -> Result<[u8; 32], PredictError> {
+    let image = PeImage::parse(signed_uki)?;
+    Ok(extend_all(&[
+        sha256(b"Calling EFI Application from Boot Option"),
+        sha256(&[0; 4]),
+        image.authenticode_sha256()?,
+    ]))
+}
+
+/// PCR 7 (docs/boot-chain.md, "PCR 7"): SecureBoot, PK, KEK, db, the placeholder dbx, the
+/// separator, then the db certificate that verified the UKI.
+pub fn pcr7(keys: &SecureBootKeys) -> [u8; 32] {
+    let x509 = |der: &[u8]| signature_list(&EFI_CERT_X509, &keys.owner, der);
+    let dbx = signature_list(&EFI_CERT_SHA256, &VIRT_FW_DBX_OWNER, &sha256(b""));
+    let mut authority = keys.owner.to_vec();
+    authority.extend_from_slice(&keys.db);
+    extend_all(&[
+        sha256(&uefi_variable_data(
+            &EFI_GLOBAL_VARIABLE,
+            "SecureBoot",
+            &[1],
+        )),
+        sha256(&uefi_variable_data(
+            &EFI_GLOBAL_VARIABLE,
+            "PK",
+            &x509(&keys.pk),
+        )),
+        sha256(&uefi_variable_data(
+            &EFI_GLOBAL_VARIABLE,
+            "KEK",
+            &x509(&keys.kek),
+        )),
+        sha256(&uefi_variable_data(
+            &EFI_IMAGE_SECURITY_DATABASE,
+            "db",
+            &x509(&keys.db),
+        )),
+        sha256(&uefi_variable_data(
+            &EFI_IMAGE_SECURITY_DATABASE,
+            "dbx",
+            &dbx,
+        )),
+        sha256(&[0; 4]),
+        sha256(&uefi_variable_data(
+            &EFI_IMAGE_SECURITY_DATABASE,
+            "db",
+            &authority,
+        )),
+    ])
+}
+
+/// The command line as the kernel's EFI stub measures it: control characters become spaces and
+/// trailing spaces are dropped (Linux 6.1 `efi-stub-helper.c`).
+pub fn mangle_cmdline(cmdline: &str) -> String {
+    let spaced: String = cmdline
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    spaced.trim_end_matches(' ').to_owned()
+}
+
+/// PCR 9 (docs/boot-chain.md, "PCR 9"): the UTF-16LE command line with its NUL, then the initrd.
+pub fn pcr9(cmdline: &str, initrd: &[u8]) -> [u8; 32] {
+    let mut utf16: Vec<u8> = mangle_cmdline(cmdline)
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    utf16.extend_from_slice(&[0, 0]);
+    extend_all(&[sha256(&utf16), sha256(initrd)])
+}
+
+/// The sections systemd-stub 252 measures into PCR 11, in its order.
+pub const PCR11_SECTIONS: [&str; 7] = [
+    ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
+];
+
+/// PCR 11 (docs/boot-chain.md, "PCR 11"): for each present section, its name with a NUL, then
+/// its contents.
+pub fn pcr11(uki: &PeImage<'_>) -> Result<[u8; 32], PredictError> {
+    let mut digests = Vec::new();
+    for name in PCR11_SECTIONS {
+        let Some(contents) = uki.section(name) else {
+            continue;
+        };
+        let contents = contents?;
+        if contents.is_empty() {
+            continue;
+        }
+        let mut label = name.as_bytes().to_vec();
+        label.push(0);
+        digests.push(sha256(&label));
+        digests.push(sha256(&contents));
+    }
+    Ok(extend_all(&digests))
+}
+
+/// Every PCR the verifier checks, predicted from the signed UKI and the enrolled keys.
+pub fn predict(
+    signed_uki: &[u8],
+    keys: &SecureBootKeys,
+) -> Result<BTreeMap<u32, [u8; 32]>, PredictError> {
+    let uki = PeImage::parse(signed_uki)?;
+    let cmdline = uki
+        .section(".cmdline")
+        .ok_or(PredictError::MissingSection(".cmdline"))??;
+    let cmdline = String::from_utf8(cmdline).map_err(|_| PredictError::CmdlineNotUtf8)?;
+    let initrd = uki
+        .section(".initrd")
+        .ok_or(PredictError::MissingSection(".initrd"))??;
+    let mut pcrs = BTreeMap::new();
+    pcrs.insert(4, pcr4(signed_uki)?);
+    pcrs.insert(7, pcr7(keys));
+    pcrs.insert(9, pcr9(&cmdline, &initrd));
+    pcrs.insert(11, pcr11(&uki)?);
+    // systemd-stub 252 measures into PCR 12 and 13 only what comes from outside the signed UKI
+    // (overriding command lines, credentials, system extensions): they must stay zero.
+    pcrs.insert(12, [0; 32]);
+    pcrs.insert(13, [0; 32]);
+    Ok(pcrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_mangled_as_the_kernel_stub_does() {
+        assert_eq!(
+            mangle_cmdline("console=ttyS0 quiet\n"),
+            "console=ttyS0 quiet"
+        );
+        assert_eq!(mangle_cmdline("a\tb  "), "a b");
+    }
+
+    #[test]
+    fn signature_lists_and_variables_have_the_uefi_layout() {
+        let list = signature_list(&EFI_CERT_SHA256, &VIRT_FW_DBX_OWNER, &sha256(b""));
+        assert_eq!(list.len(), 76, "the placeholder dbx is 76 bytes");
+        let variable = uefi_variable_data(&EFI_GLOBAL_VARIABLE, "SecureBoot", &[1]);
+        assert_eq!(variable.len(), 16 + 8 + 8 + 20 + 1);
+        assert_eq!(&variable[..4], &[0x61, 0xdf, 0xe4, 0x8b]);
+    }
+}

@@ -1,0 +1,672 @@
+//! `edgeward image build`: from the operator's keys, the agent binary, Debian's signed kernel and
+//! systemd-stub 252, to a bootable disk, an OVMF variable store with the keys enrolled, and a
+//! manifest of the PCR values a device booting it will quote, signed by the release key.
+//!
+//! No step mounts anything or needs a loop device; every output depends only on the inputs, so
+//! building twice gives the same UKI and manifest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edgeward_bootchain::predict::{predict, PredictError, SecureBootKeys};
+use flate2::{Compression, GzBuilder};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use thiserror::Error;
+
+use crate::cpio::Archive;
+use crate::elf::{module_dependencies, runtime_closure, ElfError};
+use crate::keys::{parse_guid, KeyDir, KeyError};
+use crate::manifest::{sign_manifest, ManifestError};
+use crate::tool::{run, ToolError};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error("cannot predict the PCRs of the image: {0}")]
+    Predict(#[from] PredictError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Input(String),
+}
+
+fn io<T>(what: impl Into<String>, result: std::io::Result<T>) -> Result<T, BuildError> {
+    result.map_err(|source| BuildError::Io {
+        what: what.into(),
+        source,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
+    io(
+        format!("cannot read {}", path.display()),
+        std::fs::read(path),
+    )
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    io(
+        format!("cannot write {}", path.display()),
+        std::fs::write(path, bytes),
+    )
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Where the kernel comes from.
+#[derive(Debug, Clone)]
+pub enum KernelSource {
+    /// Debian's signed kernel, resolved through this (meta-)package and fetched with apt.
+    Apt { package: String },
+    /// An already extracted kernel package (a directory with `boot/` and `lib/modules/`).
+    Extracted { root: PathBuf, version: String },
+}
+
+/// Everything the build reads.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub keys: PathBuf,
+    pub out: PathBuf,
+    /// The `edgeward-agent` binary that becomes `/init`.
+    pub agent: PathBuf,
+    /// Downloaded packages are kept here between builds.
+    pub cache: PathBuf,
+    pub kernel: KernelSource,
+    /// systemd-boot-efi 252's `linuxx64.efi.stub`.
+    pub stub: PathBuf,
+    /// The OVMF variable store template the keys are enrolled into.
+    pub ovmf_vars: PathBuf,
+    pub cmdline: String,
+    pub image_version: String,
+    /// Kernel modules to ship and load at boot, by name; their dependencies come along.
+    pub modules: Vec<String>,
+}
+
+impl BuildOptions {
+    pub fn defaults(keys: PathBuf, out: PathBuf, agent: PathBuf, cache: PathBuf) -> Self {
+        Self {
+            keys,
+            out,
+            agent,
+            cache,
+            kernel: KernelSource::Apt {
+                package: "linux-image-amd64".into(),
+            },
+            stub: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub".into(),
+            ovmf_vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+            cmdline: "console=ttyS0 quiet loglevel=3 panic=-1".into(),
+            image_version: "0.1.0".into(),
+            modules: vec!["virtio_pci".into(), "virtio_blk".into(), "dm_verity".into()],
+        }
+    }
+}
+
+/// What was built.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub manifest: Value,
+    pub uki_bytes: u64,
+}
+
+struct Kernel {
+    package: String,
+    version: String,
+    release: String,
+    root: PathBuf,
+}
+
+fn apt_field(output: &[u8], field: &str) -> Option<String> {
+    String::from_utf8_lossy(output).lines().find_map(|line| {
+        line.trim()
+            .strip_prefix(field)
+            .map(|value| value.trim().to_owned())
+    })
+}
+
+fn fetch_kernel(options: &BuildOptions) -> Result<Kernel, BuildError> {
+    let (root, package, version) = match &options.kernel {
+        KernelSource::Extracted { root, version } => {
+            (root.clone(), "local".to_owned(), version.clone())
+        }
+        KernelSource::Apt { package } => {
+            let hint = "apt, on Debian";
+            let depends = run(
+                Command::new("apt-cache").args([
+                    "depends",
+                    "--no-recommends",
+                    "--no-suggests",
+                    package,
+                ]),
+                hint,
+            )?;
+            // The meta-package depends on the versioned image package.
+            let real = apt_field(&depends, "Depends:")
+                .filter(|name| name.starts_with("linux-image-"))
+                .unwrap_or_else(|| package.clone());
+            let show = run(
+                Command::new("apt-cache").args(["show", "--no-all-versions", &real]),
+                hint,
+            )?;
+            let version = apt_field(&show, "Version:").ok_or_else(|| {
+                BuildError::Input(format!(
+                    "apt knows no version of {real} (run apt-get update)"
+                ))
+            })?;
+            let root = options
+                .cache
+                .join("kernel")
+                .join(format!("{real}_{version}"));
+            if !root.join("boot").is_dir() {
+                let download = options.cache.join("download");
+                io(
+                    "cannot create the cache",
+                    std::fs::create_dir_all(&download),
+                )?;
+                run(
+                    Command::new("apt-get")
+                        .args(["download", &format!("{real}={version}")])
+                        .current_dir(&download),
+                    hint,
+                )?;
+                let deb = io(
+                    "cannot list the download directory",
+                    std::fs::read_dir(&download),
+                )?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .find(|path| {
+                    path.file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with(&format!("{real}_")))
+                })
+                .ok_or_else(|| {
+                    BuildError::Input(format!("apt-get download left no {real} package"))
+                })?;
+                let partial = options
+                    .cache
+                    .join("kernel")
+                    .join(format!("{real}_{version}.partial"));
+                let _ = std::fs::remove_dir_all(&partial);
+                io(
+                    "cannot create the kernel cache",
+                    std::fs::create_dir_all(&partial),
+                )?;
+                run(
+                    Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial),
+                    "dpkg",
+                )?;
+                io(
+                    "cannot move the extracted kernel into the cache",
+                    std::fs::rename(&partial, &root),
+                )?;
+                let _ = std::fs::remove_file(&deb);
+            }
+            (root, real, version)
+        }
+    };
+    let modules = root.join("lib/modules");
+    let release = io(
+        format!("cannot read {}", modules.display()),
+        std::fs::read_dir(&modules),
+    )?
+    .filter_map(Result::ok)
+    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+    .next()
+    .ok_or_else(|| BuildError::Input(format!("{} holds no kernel release", modules.display())))?;
+    Ok(Kernel {
+        package,
+        version,
+        release,
+        root,
+    })
+}
+
+/// Module name → path, for every module of the kernel.
+fn module_index(dir: &Path) -> Result<BTreeMap<String, PathBuf>, BuildError> {
+    let mut index = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in io(
+            format!("cannot read {}", dir.display()),
+            std::fs::read_dir(&dir),
+        )? {
+            let path = io("cannot read a module directory", entry)?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Some(name) = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.strip_suffix(".ko"))
+            {
+                index.insert(name.replace('-', "_"), path);
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// The modules to load, dependencies first.
+fn module_order(
+    wanted: &[String],
+    index: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<PathBuf>, BuildError> {
+    fn visit(
+        name: &str,
+        index: &BTreeMap<String, PathBuf>,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<PathBuf>,
+    ) -> Result<(), BuildError> {
+        let name = name.replace('-', "_");
+        if !seen.insert(name.clone()) {
+            return Ok(());
+        }
+        let path = index
+            .get(&name)
+            .ok_or_else(|| BuildError::Input(format!("the kernel has no module {name}")))?;
+        for dependency in module_dependencies(path)? {
+            visit(&dependency, index, seen, order)?;
+        }
+        order.push(path.clone());
+        Ok(())
+    }
+    let mut seen = BTreeSet::new();
+    let mut order = Vec::new();
+    for name in wanted {
+        visit(name, index, &mut seen, &mut order)?;
+    }
+    Ok(order)
+}
+
+fn initramfs(options: &BuildOptions, kernel: &Kernel) -> Result<(Vec<u8>, usize), BuildError> {
+    let mut archive = Archive::new();
+    for dir in ["dev", "proc", "sys", "run", "tmp"] {
+        archive.directory(dir);
+    }
+    archive.file("init", read(&options.agent)?, true);
+    for library in runtime_closure(&options.agent)? {
+        let path = library.to_string_lossy().trim_start_matches('/').to_owned();
+        if !archive.contains(&path) {
+            archive.file(&path, read(&library)?, true);
+        }
+    }
+    let modules_root = kernel.root.join("lib/modules").join(&kernel.release);
+    let index = module_index(&modules_root.join("kernel"))?;
+    let order = module_order(&options.modules, &index)?;
+    let mut list = String::new();
+    for module in &order {
+        let relative = module
+            .strip_prefix(&kernel.root)
+            .map_err(|_| BuildError::Input("module outside the kernel tree".into()))?;
+        let path = relative.to_string_lossy().into_owned();
+        archive.file(&path, read(module)?, false);
+        list.push('/');
+        list.push_str(&path);
+        list.push('\n');
+    }
+    archive.file("etc/edgeward/modules", list.into_bytes(), false);
+    let cpio = archive.to_bytes();
+    let mut encoder = GzBuilder::new().write(Vec::new(), Compression::best());
+    io(
+        "cannot compress the initramfs",
+        std::io::Write::write_all(&mut encoder, &cpio),
+    )?;
+    let compressed = io("cannot compress the initramfs", encoder.finish())?;
+    Ok((compressed, order.len()))
+}
+
+/// Drops the COFF symbol table that Debian's stub still carries at its end: objcopy would move
+/// it behind the new sections, where Authenticode hashes it as trailing data.
+fn strip_coff_symbols(mut stub: Vec<u8>) -> Result<Vec<u8>, BuildError> {
+    let bad = || BuildError::Input("the stub is not a PE image".into());
+    let pe = u32::from_le_bytes(
+        stub.get(0x3C..0x40)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    ) as usize;
+    let coff = pe + 4;
+    let pointer_field = coff + 8;
+    let pointer = u32::from_le_bytes(
+        stub.get(pointer_field..pointer_field + 4)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    ) as usize;
+    if pointer == 0 {
+        return Ok(stub);
+    }
+    stub[pointer_field..pointer_field + 8].fill(0);
+    if pointer < stub.len() {
+        stub.truncate(pointer);
+    }
+    Ok(stub)
+}
+
+fn uki(
+    options: &BuildOptions,
+    work: &Path,
+    vmlinuz: &Path,
+    initrd: &Path,
+    osrel: &Path,
+    cmdline: &Path,
+) -> Result<Vec<u8>, BuildError> {
+    let stub = work.join("stub.efi");
+    write(&stub, &strip_coff_symbols(read(&options.stub)?)?)?;
+    let unsigned = work.join("uki.unsigned.efi");
+    let _ = std::fs::remove_file(&unsigned);
+    let section = |name: &str, path: &Path| format!("{name}={}", path.display());
+    run(
+        Command::new("objcopy")
+            .arg("--add-section")
+            .arg(section(".osrel", osrel))
+            .args(["--change-section-vma", ".osrel=0x20000"])
+            .arg("--add-section")
+            .arg(section(".cmdline", cmdline))
+            .args(["--change-section-vma", ".cmdline=0x30000"])
+            .arg("--add-section")
+            .arg(section(".linux", vmlinuz))
+            .args(["--change-section-vma", ".linux=0x2000000"])
+            .arg("--add-section")
+            .arg(section(".initrd", initrd))
+            .args(["--change-section-vma", ".initrd=0x3000000"])
+            .arg(&stub)
+            .arg(&unsigned),
+        "binutils",
+    )?;
+    let keys = KeyDir::new(&options.keys);
+    let signed = options.out.join("uki.efi");
+    let _ = std::fs::remove_file(&signed);
+    run(
+        Command::new("sbsign")
+            .arg("--key")
+            .arg(keys.private_key("db"))
+            .arg("--cert")
+            .arg(keys.certificate("db"))
+            .arg("--output")
+            .arg(&signed)
+            .arg(&unsigned),
+        "sbsigntool",
+    )?;
+    read(&signed)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn disk(
+    options: &BuildOptions,
+    work: &Path,
+    signed_uki: &Path,
+    uki_len: u64,
+) -> Result<(), BuildError> {
+    let esp_mib = ((uki_len * 5 / 4) / MIB + 8).max(40);
+    let esp = work.join("esp.img");
+    let _ = std::fs::remove_file(&esp);
+    let fixed_time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_735_689_600);
+    let file = io(
+        "cannot open the UKI",
+        std::fs::File::options().write(true).open(signed_uki),
+    )?;
+    io("cannot set the UKI's time", file.set_modified(fixed_time))?;
+    drop(file);
+    run(
+        Command::new("mkfs.vfat")
+            .args(["--invariant", "-i", "ED6E4A4D", "-n", "EDGEWARD", "-C"])
+            .arg(&esp)
+            .arg((esp_mib * 1024).to_string()),
+        "dosfstools",
+    )?;
+    let mtools = |args: &[&str]| {
+        let mut command = Command::new(args[0]);
+        command
+            .args(&args[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("SOURCE_DATE_EPOCH", "1735689600");
+        command
+    };
+    let esp_arg = esp.to_string_lossy().into_owned();
+    run(
+        &mut mtools(&["mmd", "-i", &esp_arg, "::EFI", "::EFI/BOOT"]),
+        "mtools",
+    )?;
+    run(
+        mtools(&["mcopy", "-m", "-i", &esp_arg])
+            .arg(signed_uki)
+            .arg("::EFI/BOOT/BOOTX64.EFI"),
+        "mtools",
+    )?;
+    let data_mib = 64u64;
+    let total = (1 + esp_mib + data_mib + 1) * MIB;
+    let disk = options.out.join("disk.img");
+    let file = io("cannot create disk.img", std::fs::File::create(&disk))?;
+    io("cannot size disk.img", file.set_len(total))?;
+    drop(file);
+    // Fixed GUIDs: the GPT is measured into PCR 5 and the disk should not differ between builds.
+    let script = format!(
+        "label: gpt\nlabel-id: 6D0F2C1E-0B3A-4E5B-9A77-45DC0E1D2A01\nunit: sectors\nfirst-lba: 2048\n\
+         start=2048, size={esp}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=6D0F2C1E-0B3A-4E5B-9A77-45DC0E1D2A02, name=\"esp\"\n\
+         start={data_start}, size={data}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6D0F2C1E-0B3A-4E5B-9A77-45DC0E1D2A03, name=\"edgeward-data\"\n",
+        esp = esp_mib * MIB / 512,
+        data_start = 2048 + esp_mib * MIB / 512,
+        data = data_mib * MIB / 512,
+    );
+    let mut child = io(
+        "cannot run sfdisk",
+        Command::new("sfdisk")
+            .args(["--no-reread", "--no-tell-kernel", "--quiet"])
+            .arg(&disk)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn(),
+    )?;
+    if let Some(mut stdin) = child.stdin.take() {
+        io(
+            "cannot write the partition table script",
+            std::io::Write::write_all(&mut stdin, script.as_bytes()),
+        )?;
+    }
+    let output = io("sfdisk failed", child.wait_with_output())?;
+    if !output.status.success() {
+        return Err(BuildError::Tool(ToolError::Failed {
+            command: format!("sfdisk {}", disk.display()),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }));
+    }
+    let esp_bytes = read(&esp)?;
+    let mut file = io(
+        "cannot open disk.img",
+        std::fs::File::options().write(true).open(&disk),
+    )?;
+    io(
+        "cannot place the ESP",
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(MIB)),
+    )?;
+    io(
+        "cannot place the ESP",
+        std::io::Write::write_all(&mut file, &esp_bytes),
+    )?;
+    Ok(())
+}
+
+fn ovmf_vars(options: &BuildOptions, keys: &KeyDir, owner: &str) -> Result<(), BuildError> {
+    let out = options.out.join("OVMF_VARS.fd");
+    let auth = options.out.join("auth");
+    let _ = std::fs::remove_file(&out);
+    io(
+        "cannot create the auth directory",
+        std::fs::create_dir_all(&auth),
+    )?;
+    run(
+        Command::new("virt-fw-vars")
+            .arg("--input")
+            .arg(&options.ovmf_vars)
+            .arg("--set-pk")
+            .arg(owner)
+            .arg(keys.certificate("PK"))
+            .arg("--add-kek")
+            .arg(owner)
+            .arg(keys.certificate("KEK"))
+            .arg("--add-db")
+            .arg(owner)
+            .arg(keys.certificate("db"))
+            .arg("--secure-boot")
+            .arg("--output")
+            .arg(&out)
+            .arg("--output-auth")
+            .arg(&auth),
+        "virt-firmware from PyPI (scripts/setup installs it into .venv)",
+    )?;
+    Ok(())
+}
+
+fn package_version(package: &str) -> String {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", package])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Builds the image into `options.out`, reporting each stage through `progress`.
+pub fn build(
+    options: &BuildOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<BuildReport, BuildError> {
+    let keys = KeyDir::new(&options.keys);
+    keys.check()?;
+    let owner = keys.owner_guid()?;
+    io(
+        format!("cannot create {}", options.out.display()),
+        std::fs::create_dir_all(&options.out),
+    )?;
+    let work = options.out.join("work");
+    io(
+        "cannot create the work directory",
+        std::fs::create_dir_all(&work),
+    )?;
+
+    progress("kernel: resolving and fetching Debian's signed kernel");
+    let kernel = fetch_kernel(options)?;
+    let vmlinuz = kernel
+        .root
+        .join("boot")
+        .join(format!("vmlinuz-{}", kernel.release));
+    progress(&format!(
+        "kernel: {} {} ({})",
+        kernel.package, kernel.version, kernel.release
+    ));
+
+    progress("initramfs: agent as /init, its libraries, kernel modules");
+    let (initrd_bytes, module_count) = initramfs(options, &kernel)?;
+    let initrd = work.join("initrd.cpio.gz");
+    write(&initrd, &initrd_bytes)?;
+    progress(&format!(
+        "initramfs: {} bytes, {module_count} modules",
+        initrd_bytes.len()
+    ));
+
+    progress("uki: stub + .osrel .cmdline .linux .initrd, signed with db");
+    let osrel = work.join("os-release");
+    write(
+        &osrel,
+        format!(
+            "NAME=\"Edgeward\"\nID=edgeward\nPRETTY_NAME=\"Edgeward {version}\"\nVERSION_ID=\"{version}\"\nIMAGE_VERSION=\"{version}\"\n",
+            version = options.image_version
+        )
+        .as_bytes(),
+    )?;
+    let cmdline = work.join("cmdline");
+    write(&cmdline, options.cmdline.as_bytes())?;
+    let signed = uki(options, &work, &vmlinuz, &initrd, &osrel, &cmdline)?;
+    progress(&format!("uki: {} bytes", signed.len()));
+
+    progress("disk: GPT with the ESP (EFI/BOOT/BOOTX64.EFI) and a data partition");
+    disk(
+        options,
+        &work,
+        &options.out.join("uki.efi"),
+        signed.len() as u64,
+    )?;
+
+    progress("firmware: enrolling PK, KEK and db into an OVMF variable store");
+    ovmf_vars(options, &keys, &owner)?;
+    let secureboot = options.out.join("secureboot");
+    io(
+        "cannot create the secureboot directory",
+        std::fs::create_dir_all(&secureboot),
+    )?;
+    for name in crate::keys::SECURE_BOOT_KEYS {
+        io(
+            "cannot copy a certificate",
+            std::fs::copy(
+                keys.certificate(name),
+                secureboot.join(format!("{name}.crt")),
+            ),
+        )?;
+    }
+    write(
+        &secureboot.join("owner.guid"),
+        format!("{owner}\n").as_bytes(),
+    )?;
+
+    progress("manifest: predicting PCRs 4, 7, 9, 11, 12, 13 and signing");
+    let secure_boot = SecureBootKeys {
+        owner: parse_guid(&owner)
+            .ok_or_else(|| BuildError::Input("owner GUID unreadable".into()))?,
+        pk: keys.certificate_der("PK")?,
+        kek: keys.certificate_der("KEK")?,
+        db: keys.certificate_der("db")?,
+    };
+    let pcrs = predict(&signed, &secure_boot)?;
+    let pcr_json: BTreeMap<String, String> = pcrs
+        .iter()
+        .map(|(index, value)| (index.to_string(), hex::encode(value)))
+        .collect();
+    let stub_bytes = read(&options.stub)?;
+    let mut inputs = BTreeMap::new();
+    inputs.insert("agent", sha256_hex(&read(&options.agent)?));
+    inputs.insert("vmlinuz", sha256_hex(&read(&vmlinuz)?));
+    inputs.insert("initrd", sha256_hex(&initrd_bytes));
+    inputs.insert("cmdline", sha256_hex(options.cmdline.as_bytes()));
+    inputs.insert("os-release", sha256_hex(&read(&osrel)?));
+    inputs.insert("stub", sha256_hex(&stub_bytes));
+    inputs.insert("ovmf_vars_template", sha256_hex(&read(&options.ovmf_vars)?));
+    for name in crate::keys::SECURE_BOOT_KEYS {
+        inputs.insert(name, sha256_hex(&keys.certificate_der(name)?));
+    }
+    let manifest = json!({
+        "format": 1,
+        "image_version": options.image_version,
+        "kernel": {"package": kernel.package, "version": kernel.version, "release": kernel.release},
+        "stub": {"package": "systemd-boot-efi", "version": package_version("systemd-boot-efi")},
+        "cmdline": options.cmdline,
+        "secure_boot_owner": owner,
+        "inputs": inputs,
+        "outputs": {"uki.efi": sha256_hex(&signed)},
+        "pcrs": {"sha256": pcr_json},
+    });
+    sign_manifest(&options.out, &manifest, &keys.release_key()?)?;
+    let _ = std::fs::remove_dir_all(&work);
+    progress("done");
+    Ok(BuildReport {
+        manifest,
+        uki_bytes: signed.len() as u64,
+    })
+}

@@ -1,0 +1,354 @@
+//! The operator's keys: Secure Boot PK, KEK and db (RSA-2048 X.509, what OVMF and most firmware
+//! accept), the workload-signing key and the release key that signs reference manifests
+//! (Ed25519), and the owner GUID that the firmware stores with each enrolled certificate.
+//!
+//! `init` never overwrites: if any file of the set exists it refuses before writing anything.
+//! Private keys are created with mode 0600.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("refusing to overwrite existing key material: {}", .0.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "))]
+    WouldOverwrite(Vec<PathBuf>),
+    #[error("key file {path} is missing (run `edgeward keys init {dir}`)", dir = .dir.display(), path = .path.display())]
+    Missing { dir: PathBuf, path: PathBuf },
+    #[error("cannot write {path}: {source}", path = .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}", path = .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot generate the {name} key: {reason}")]
+    Generate { name: &'static str, reason: String },
+    #[error("{path} holds no usable key: {reason}", path = .path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The Secure Boot keys, by role.
+pub const SECURE_BOOT_KEYS: [&str; 3] = ["PK", "KEK", "db"];
+
+/// The paths of a key directory.
+#[derive(Debug, Clone)]
+pub struct KeyDir {
+    dir: PathBuf,
+}
+
+impl KeyDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn certificate(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.crt"))
+    }
+
+    pub fn private_key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+
+    pub fn public_key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pub"))
+    }
+
+    pub fn owner_guid_path(&self) -> PathBuf {
+        self.dir.join("owner.guid")
+    }
+
+    fn all_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = SECURE_BOOT_KEYS
+            .iter()
+            .flat_map(|name| [self.private_key(name), self.certificate(name)])
+            .collect();
+        for name in ["workload", "release"] {
+            paths.push(self.private_key(name));
+            paths.push(self.public_key(name));
+        }
+        paths.push(self.owner_guid_path());
+        paths
+    }
+
+    /// Checks every file of the set is there.
+    pub fn check(&self) -> Result<(), KeyError> {
+        match self.all_paths().into_iter().find(|path| !path.is_file()) {
+            Some(path) => Err(KeyError::Missing {
+                dir: self.dir.clone(),
+                path,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The owner GUID recorded with every certificate the firmware enrols.
+    pub fn owner_guid(&self) -> Result<String, KeyError> {
+        let path = self.owner_guid_path();
+        let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let guid = text.trim().to_owned();
+        if parse_guid(&guid).is_none() {
+            return Err(KeyError::Invalid {
+                path,
+                reason: "not a GUID".into(),
+            });
+        }
+        Ok(guid)
+    }
+
+    /// A certificate as DER.
+    pub fn certificate_der(&self, name: &str) -> Result<Vec<u8>, KeyError> {
+        let path = self.certificate(name);
+        let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        pem_body(&pem, "CERTIFICATE").ok_or(KeyError::Invalid {
+            path,
+            reason: "no PEM CERTIFICATE block".into(),
+        })
+    }
+
+    /// The release key, for signing manifests.
+    pub fn release_key(&self) -> Result<ring::signature::Ed25519KeyPair, KeyError> {
+        let path = self.private_key("release");
+        let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let der = pem_body(&pem, "PRIVATE KEY").ok_or_else(|| KeyError::Invalid {
+            path: path.clone(),
+            reason: "no PEM PRIVATE KEY block".into(),
+        })?;
+        ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|error| {
+            KeyError::Invalid {
+                path,
+                reason: error.to_string(),
+            }
+        })
+    }
+}
+
+/// The base64 body of the first PEM block with `label`, decoded.
+pub fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin)? + begin.len();
+    let stop = start + pem[start..].find(&end)?;
+    let body: String = pem[start..stop].split_whitespace().collect();
+    base64_decode(&body)
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for byte in text.bytes() {
+        if byte == b'=' {
+            break;
+        }
+        let value = ALPHABET.iter().position(|c| *c == byte)? as u32;
+        buffer = (buffer << 6) | value;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` into its UEFI byte layout (first three fields
+/// little-endian).
+pub fn parse_guid(text: &str) -> Option<[u8; 16]> {
+    let parts: Vec<&str> = text.split('-').collect();
+    if parts.len() != 5 || [8, 4, 4, 4, 12] != parts.iter().map(|p| p.len()).collect::<Vec<_>>()[..]
+    {
+        return None;
+    }
+    let hex: String = parts.concat();
+    let bytes = hex::decode(hex).ok()?;
+    let mut out = [0u8; 16];
+    out[0..4].copy_from_slice(&[bytes[3], bytes[2], bytes[1], bytes[0]]);
+    out[4..6].copy_from_slice(&[bytes[5], bytes[4]]);
+    out[6..8].copy_from_slice(&[bytes[7], bytes[6]]);
+    out[8..].copy_from_slice(&bytes[8..]);
+    Some(out)
+}
+
+fn random_guid() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes[6] = (bytes[6] & 0x0F) | 0x40;
+    bytes[8] = (bytes[8] & 0x3F) | 0x80;
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?;
+        file.write_all(contents)?;
+        file.sync_all()
+    };
+    write().map_err(|source| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn certificate(name: &'static str, key: &KeyPair) -> Result<String, KeyError> {
+    let mut params = CertificateParams::default();
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::CommonName, format!("Edgeward {name}"));
+    subject.push(DnType::OrganizationName, "Edgeward operator");
+    params.distinguished_name = subject;
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    params
+        .self_signed(key)
+        .map(|certificate| certificate.pem())
+        .map_err(|error| KeyError::Generate {
+            name,
+            reason: error.to_string(),
+        })
+}
+
+/// Creates a complete key set in `dir` (created if missing). Returns the files written.
+pub fn init(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
+    let keys = KeyDir::new(dir);
+    let existing: Vec<PathBuf> = keys
+        .all_paths()
+        .into_iter()
+        .filter(|path| path.exists())
+        .collect();
+    if !existing.is_empty() {
+        return Err(KeyError::WouldOverwrite(existing));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut written = Vec::new();
+    for name in SECURE_BOOT_KEYS {
+        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|error| {
+            KeyError::Generate {
+                name,
+                reason: error.to_string(),
+            }
+        })?;
+        let pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|error| KeyError::Generate {
+                name,
+                reason: error.to_string(),
+            })?;
+        let pair = KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(
+            |error| KeyError::Generate {
+                name,
+                reason: error.to_string(),
+            },
+        )?;
+        let cert = certificate(name, &pair)?;
+        write_new(&keys.private_key(name), pem.as_bytes(), 0o600)?;
+        write_new(&keys.certificate(name), cert.as_bytes(), 0o644)?;
+        written.extend([keys.private_key(name), keys.certificate(name)]);
+    }
+    for name in ["workload", "release"] {
+        let pair =
+            KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|error| KeyError::Generate {
+                name,
+                reason: error.to_string(),
+            })?;
+        write_new(
+            &keys.private_key(name),
+            pair.serialize_pem().as_bytes(),
+            0o600,
+        )?;
+        write_new(
+            &keys.public_key(name),
+            pair.public_key_pem().as_bytes(),
+            0o644,
+        )?;
+        written.extend([keys.private_key(name), keys.public_key(name)]);
+    }
+    write_new(
+        &keys.owner_guid_path(),
+        format!("{}\n", random_guid()).as_bytes(),
+        0o644,
+    )?;
+    written.push(keys.owner_guid_path());
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_a_complete_set_once_and_never_overwrites() {
+        let dir = std::env::temp_dir().join(format!("edgeward-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let written = init(&dir).expect("keys are created");
+        assert_eq!(written.len(), 11);
+        let keys = KeyDir::new(&dir);
+        keys.check().expect("complete");
+        for name in ["PK", "KEK", "db", "workload", "release"] {
+            let mode = std::fs::metadata(keys.private_key(name))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}.key is private");
+        }
+        assert!(keys.certificate_der("db").expect("readable").len() > 500);
+        parse_guid(&keys.owner_guid().expect("a GUID")).expect("parses");
+        keys.release_key().expect("an Ed25519 key");
+        let before = std::fs::read(keys.private_key("PK")).expect("readable");
+        match init(&dir) {
+            Err(KeyError::WouldOverwrite(paths)) => assert_eq!(paths.len(), 11),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(keys.private_key("PK")).expect("readable"),
+            before
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn guids_are_laid_out_as_uefi_stores_them() {
+        let bytes = parse_guid("8be4df61-93ca-11d2-aa0d-00e098032b8c").expect("valid");
+        assert_eq!(hex::encode(bytes), "61dfe48bca93d211aa0d00e098032b8c");
+        assert!(parse_guid("not-a-guid").is_none());
+    }
+}

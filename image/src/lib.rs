@@ -1,0 +1,17 @@
+//! The image build of Edgeward: Secure Boot and signing keys, the initramfs holding the agent,
+//! the signed unified kernel image (UKI), the GPT disk, the OVMF variable store with the keys
+//! enrolled, and the signed reference-value manifest.
+//!
+//! This crate runs on the operator's build machine, never on the device. It drives a few
+//! standard tools where they are the reference implementation of a format (objcopy, sbsign,
+//! mkfs.vfat and mtools, sfdisk, virt-fw-vars, apt) and says which one failed and why.
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod cpio;
+pub mod elf;
+pub mod keys;
+pub mod manifest;
+mod tool;
+
+pub use tool::ToolError;

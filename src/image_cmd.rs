@@ -1,0 +1,153 @@
+//! `edgeward keys …`, `edgeward image …` and `edgeward bootchain …`: the operator's image tools.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use edgeward_bootchain::predict::{predict, SecureBootKeys};
+use edgeward_image::build::{build, BuildOptions};
+use edgeward_image::keys::{init, parse_guid, pem_body};
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create Secure Boot PK/KEK/db, the workload-signing and the release keys in DIR.
+    Init { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build the signed UKI, disk, OVMF variable store and signed manifest.
+    Build {
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The edgeward-agent binary to run as /init (default: beside this binary).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Where downloaded packages are kept (default: ~/.cache/edgeward).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// The kernel command line baked into the UKI.
+        #[arg(long)]
+        cmdline: Option<String>,
+        /// The image version recorded in os-release and the manifest.
+        #[arg(long = "image-version")]
+        image_version: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BootchainCommand {
+    /// Predict the PCRs a device booting IMAGE will quote.
+    Predict {
+        #[arg(long)]
+        image: PathBuf,
+        /// Print the manifest's shape: {"pcrs": {"sha256": {"4": "hex", …}}}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn keys(command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Init { dir } => {
+            let written = init(&dir)?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn default_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"))
+        .join("edgeward")
+}
+
+pub fn image(command: ImageCommand) -> Result<()> {
+    match command {
+        ImageCommand::Build {
+            keys,
+            out,
+            agent,
+            cache,
+            cmdline,
+            image_version,
+        } => {
+            let agent = match agent {
+                Some(agent) => agent,
+                None => std::env::current_exe()
+                    .context("cannot find this binary")?
+                    .with_file_name("edgeward-agent"),
+            };
+            if !agent.is_file() {
+                bail!("{} is missing: build it (cargo build --release -p edgeward-agent) or pass --agent", agent.display());
+            }
+            let mut options =
+                BuildOptions::defaults(keys, out, agent, cache.unwrap_or_else(default_cache));
+            if let Some(cmdline) = cmdline {
+                options.cmdline = cmdline;
+            }
+            if let Some(version) = image_version {
+                options.image_version = version;
+            }
+            let started = std::time::Instant::now();
+            let report = build(&options, |stage| {
+                eprintln!("[{:>5.1}s] {stage}", started.elapsed().as_secs_f64());
+            })?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report.manifest["pcrs"])?
+            );
+            Ok(())
+        }
+    }
+}
+
+fn read_certificate(path: &Path) -> Result<Vec<u8>> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    pem_body(&pem, "CERTIFICATE")
+        .with_context(|| format!("{} holds no PEM certificate", path.display()))
+}
+
+pub fn bootchain(command: BootchainCommand) -> Result<()> {
+    match command {
+        BootchainCommand::Predict { image, json } => {
+            let uki = std::fs::read(image.join("uki.efi"))
+                .with_context(|| format!("cannot read {}/uki.efi", image.display()))?;
+            let secureboot = image.join("secureboot");
+            let owner = std::fs::read_to_string(secureboot.join("owner.guid"))
+                .with_context(|| format!("cannot read {}/owner.guid", secureboot.display()))?;
+            let keys = SecureBootKeys {
+                owner: parse_guid(owner.trim()).context("owner.guid holds no GUID")?,
+                pk: read_certificate(&secureboot.join("PK.crt"))?,
+                kek: read_certificate(&secureboot.join("KEK.crt"))?,
+                db: read_certificate(&secureboot.join("db.crt"))?,
+            };
+            let pcrs = predict(&uki, &keys)?;
+            if json {
+                let map: serde_json::Map<String, serde_json::Value> = pcrs
+                    .iter()
+                    .map(|(index, value)| {
+                        (
+                            index.to_string(),
+                            serde_json::Value::String(hex::encode(value)),
+                        )
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({"pcrs": {"sha256": map}}));
+            } else {
+                for (index, value) in &pcrs {
+                    println!("sha256 PCR {index:>2}: {}", hex::encode(value));
+                }
+            }
+            Ok(())
+        }
+    }
+}
