@@ -291,12 +291,26 @@ fn module_order(
     Ok(order)
 }
 
-fn initramfs(options: &BuildOptions, kernel: &Kernel) -> Result<(Vec<u8>, usize), BuildError> {
+fn initramfs(
+    options: &BuildOptions,
+    kernel: &Kernel,
+    work: &Path,
+) -> Result<(Vec<u8>, usize), BuildError> {
     let mut archive = Archive::new();
     for dir in ["dev", "proc", "sys", "run", "tmp"] {
         archive.directory(dir);
     }
-    archive.file("init", read(&options.agent)?, true);
+    // Symbols and debug information serve no one on the device and double the UKI.
+    let stripped = work.join("init");
+    run(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&options.agent),
+        "binutils",
+    )?;
+    archive.file("init", read(&stripped)?, true);
     for library in runtime_closure(&options.agent)? {
         let path = library.to_string_lossy().trim_start_matches('/').to_owned();
         if !archive.contains(&path) {
@@ -326,6 +340,19 @@ fn initramfs(options: &BuildOptions, kernel: &Kernel) -> Result<(Vec<u8>, usize)
     )?;
     let compressed = io("cannot compress the initramfs", encoder.finish())?;
     Ok((compressed, order.len()))
+}
+
+/// Gives objcopy's output the stub's own COFF timestamp and a zero checksum: objcopy stamps the
+/// current time, which would make every build's UKI, and so PCR 4, different.
+fn normalize_pe_header(image: &mut [u8], stub: &[u8]) -> Result<(), BuildError> {
+    let bad = || BuildError::Input("objcopy produced no PE image".into());
+    let pe = u32::from_le_bytes(image.get(0x3C..0x40).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    let timestamp = pe + 8;
+    let checksum = pe + 4 + 20 + 64;
+    let original = stub.get(timestamp..timestamp + 4).ok_or_else(bad)?.to_vec();
+    image.get_mut(timestamp..timestamp + 4).ok_or_else(bad)?.copy_from_slice(&original);
+    image.get_mut(checksum..checksum + 4).ok_or_else(bad)?.fill(0);
+    Ok(())
 }
 
 /// Drops the COFF symbol table that Debian's stub still carries at its end: objcopy would move
@@ -365,8 +392,10 @@ fn uki(
     cmdline: &Path,
 ) -> Result<Vec<u8>, BuildError> {
     let stub = work.join("stub.efi");
-    write(&stub, &strip_coff_symbols(read(&options.stub)?)?)?;
-    let unsigned = work.join("uki.unsigned.efi");
+    let stub_bytes = strip_coff_symbols(read(&options.stub)?)?;
+    write(&stub, &stub_bytes)?;
+    // Kept beside the signed one: re-signing with another db key starts from it.
+    let unsigned = options.out.join("uki.unsigned.efi");
     let _ = std::fs::remove_file(&unsigned);
     let section = |name: &str, path: &Path| format!("{name}={}", path.display());
     run(
@@ -387,11 +416,17 @@ fn uki(
             .arg(&unsigned),
         "binutils",
     )?;
+    let mut image = read(&unsigned)?;
+    normalize_pe_header(&mut image, &stub_bytes)?;
+    write(&unsigned, &image)?;
     let keys = KeyDir::new(&options.keys);
     let signed = options.out.join("uki.efi");
     let _ = std::fs::remove_file(&signed);
+    // sbsign puts the current time in the signature's signingTime attribute; under libfaketime
+    // at a fixed instant the signed UKI is byte-for-byte reproducible.
     run(
-        Command::new("sbsign")
+        Command::new("faketime")
+            .args(["-f", "2025-01-01 00:00:00", "sbsign"])
             .arg("--key")
             .arg(keys.private_key("db"))
             .arg("--cert")
@@ -399,7 +434,7 @@ fn uki(
             .arg("--output")
             .arg(&signed)
             .arg(&unsigned),
-        "sbsigntool",
+        "faketime and sbsigntool",
     )?;
     read(&signed)
 }
@@ -574,7 +609,7 @@ pub fn build(
     ));
 
     progress("initramfs: agent as /init, its libraries, kernel modules");
-    let (initrd_bytes, module_count) = initramfs(options, &kernel)?;
+    let (initrd_bytes, module_count) = initramfs(options, &kernel, &work)?;
     let initrd = work.join("initrd.cpio.gz");
     write(&initrd, &initrd_bytes)?;
     progress(&format!(

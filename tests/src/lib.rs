@@ -2,6 +2,7 @@
 //! that start real peers and stop them on drop.
 
 pub mod pypmu;
+pub mod qemu;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,11 @@ pub fn required_peer_missing(message: &str) {
 /// The `edgeward` binary of this build (`cargo build --bins` puts it beside the test binaries).
 pub fn edgeward_binary() -> PathBuf {
     binary("edgeward")
+}
+
+/// The `edgeward-agent` binary of this build.
+pub fn agent_binary() -> PathBuf {
+    binary("edgeward-agent")
 }
 
 fn binary(name: &str) -> PathBuf {

@@ -1,0 +1,279 @@
+//! The measured-boot image end to end, all real: `edgeward keys init` and `edgeward image build`
+//! (twice, byte-identical), the prediction against `systemd-measure`, a Secure Boot boot under
+//! OVMF with swtpm in QEMU whose PCRs equal the manifest and whose event log replays to them, and
+//! the firmware refusing an unsigned UKI, one signed by a foreign key, and one altered byte.
+//!
+//! One test, because every step needs the image the first one builds and QEMU boots are the
+//! expensive part (about 10 s each under TCG).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
+use edgeward_image::manifest::{verify_manifest, ManifestError};
+use edgeward_tests::qemu::{self, BootOutcome};
+use edgeward_tests::{agent_binary, edgeward_binary, workspace_root};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn scratch() -> PathBuf {
+    let dir = workspace_root()
+        .join("target")
+        .join(format!("image-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn edgeward(args: &[&str]) -> String {
+    let path = format!(
+        "{}:{}",
+        workspace_root().join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(edgeward_binary())
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("edgeward runs");
+    assert!(
+        output.status.success(),
+        "edgeward {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+fn build(keys: &Path, out: &Path) {
+    edgeward(&[
+        "image",
+        "build",
+        "--keys",
+        &keys.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--agent",
+        &agent_binary().to_string_lossy(),
+    ]);
+}
+
+fn manifest_pcrs(image: &Path) -> BTreeMap<String, String> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.join("manifest.json")).expect("manifest"))
+            .expect("JSON");
+    serde_json::from_value(manifest["pcrs"]["sha256"].clone()).expect("PCR map")
+}
+
+/// PCR 11 as `systemd-measure calculate` computes it from the UKI's sections.
+fn systemd_measure_pcr11(uki: &Path, dir: &Path) -> Option<String> {
+    let tool = Path::new("/usr/lib/systemd/systemd-measure");
+    if !tool.is_file() {
+        edgeward_tests::required_peer_missing("systemd-measure (Debian systemd 252) is missing");
+        return None;
+    }
+    let sections = ["linux", "osrel", "cmdline", "initrd"];
+    let mut objcopy = Command::new("objcopy");
+    for section in sections {
+        objcopy
+            .arg("--dump-section")
+            .arg(format!(".{section}={}", dir.join(section).display()));
+    }
+    let status = objcopy
+        .arg(uki)
+        .arg(dir.join("dumped.efi"))
+        .status()
+        .expect("objcopy runs");
+    assert!(status.success(), "objcopy could not dump the UKI's sections");
+    let mut measure = Command::new(tool);
+    measure.args(["calculate", "--bank=sha256", "--phase=:"]);
+    for section in sections {
+        measure.arg(format!("--{section}={}", dir.join(section).display()));
+    }
+    let output = measure.output().expect("systemd-measure runs");
+    assert!(output.status.success(), "systemd-measure failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("11:sha256="))
+        .map(str::to_owned)
+}
+
+fn live_pcrs(outcome: &BootOutcome) -> BTreeMap<String, String> {
+    let json = outcome
+        .line_starting("EDGEWARD-PCRS ")
+        .expect("the agent printed its PCRs");
+    let value: serde_json::Value = serde_json::from_str(json).expect("PCR JSON");
+    serde_json::from_value(value["sha256"].clone()).expect("PCR map")
+}
+
+/// Puts `uki` on a copy of `image`'s disk as EFI/BOOT/BOOTX64.EFI and boots it.
+fn boot_with_uki(image: &Path, uki: &Path, dir: &Path, tpm: &Path) -> BootOutcome {
+    std::fs::create_dir_all(dir).expect("variant directory");
+    for file in ["disk.img", "OVMF_VARS.fd"] {
+        std::fs::copy(image.join(file), dir.join(file)).expect("copy");
+    }
+    let target = format!("{}@@1M", dir.join("disk.img").display());
+    let status = Command::new("mcopy")
+        .args(["-o", "-i", &target])
+        .arg(uki)
+        .arg("::EFI/BOOT/BOOTX64.EFI")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .status()
+        .expect("mcopy runs");
+    assert!(status.success(), "mcopy could not replace the UKI");
+    qemu::boot(dir, tpm, REFUSAL_TIMEOUT)
+}
+
+fn assert_refused(outcome: &BootOutcome, what: &str) {
+    assert!(
+        outcome.ready_after.is_none(),
+        "{what}: the firmware booted it (READY seen)"
+    );
+    assert!(
+        outcome.contains("Access Denied"),
+        "{what}: expected the firmware to deny the image; console: {:#?}",
+        outcome.lines
+    );
+}
+
+#[test]
+fn measured_boot_image_end_to_end() {
+    if !qemu::available() {
+        return;
+    }
+    let dir = scratch();
+    let keys = dir.join("keys");
+    edgeward(&["keys", "init", &keys.to_string_lossy()]);
+
+    // Two builds from the same inputs give the same bytes.
+    let image = dir.join("image");
+    let again = dir.join("again");
+    build(&keys, &image);
+    build(&keys, &again);
+    for file in [
+        "uki.efi",
+        "manifest.json",
+        "manifest.json.sig",
+        "disk.img",
+        "OVMF_VARS.fd",
+    ] {
+        let a = std::fs::read(image.join(file)).expect("built");
+        let b = std::fs::read(again.join(file)).expect("built");
+        assert!(a == b, "{file} differs between two builds of the same inputs");
+    }
+    let uki_len = std::fs::metadata(image.join("uki.efi")).expect("UKI").len();
+    eprintln!("signed UKI: {uki_len} bytes");
+
+    // The manifest is signed by the release key, and only that key.
+    let public = hex::decode(
+        std::fs::read_to_string(image.join("release.pub.raw"))
+            .expect("public key")
+            .trim(),
+    )
+    .expect("hex");
+    verify_manifest(&image, &public).expect("the manifest verifies");
+    let tampered = dir.join("tampered");
+    std::fs::create_dir_all(&tampered).expect("dir");
+    let text = std::fs::read_to_string(image.join("manifest.json")).expect("manifest");
+    std::fs::write(tampered.join("manifest.json"), text.replacen("\"4\"", "\"5\"", 1))
+        .expect("write");
+    std::fs::copy(
+        image.join("manifest.json.sig"),
+        tampered.join("manifest.json.sig"),
+    )
+    .expect("copy");
+    assert!(matches!(
+        verify_manifest(&tampered, &public),
+        Err(ManifestError::BadSignature)
+    ));
+
+    // The prediction from the image directory is the manifest's, and PCR 11 is systemd's.
+    let predicted: serde_json::Value = serde_json::from_str(&edgeward(&[
+        "bootchain",
+        "predict",
+        "--image",
+        &image.to_string_lossy(),
+        "--json",
+    ]))
+    .expect("JSON");
+    let expected = manifest_pcrs(&image);
+    let predicted: BTreeMap<String, String> =
+        serde_json::from_value(predicted["pcrs"]["sha256"].clone()).expect("PCR map");
+    assert_eq!(predicted, expected);
+    assert_eq!(
+        expected.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["11", "12", "13", "4", "7", "9"]
+    );
+    if let Some(pcr11) = systemd_measure_pcr11(&image.join("uki.efi"), &dir) {
+        assert_eq!(pcr11, expected["11"], "PCR 11 differs from systemd-measure");
+    }
+
+    // Boot under Secure Boot: READY, PCRs as predicted, the event log replays to the PCRs.
+    let tpm = dir.join("tpm");
+    let outcome = qemu::boot(&image, &tpm, BOOT_TIMEOUT);
+    let ready = outcome.ready_after.unwrap_or_else(|| {
+        panic!(
+            "no EDGEWARD-READY within {BOOT_TIMEOUT:?}; console: {:#?}",
+            outcome.lines
+        )
+    });
+    eprintln!("power-on to READY: {:.1} s", ready.as_secs_f64());
+    let live = live_pcrs(&outcome);
+    for (pcr, value) in &expected {
+        assert_eq!(&live[pcr], value, "PCR {pcr}: live value differs from the manifest");
+    }
+    let log = hex::decode(
+        outcome
+            .line_starting("EDGEWARD-EVENTLOG ")
+            .expect("the agent printed its event log"),
+    )
+    .expect("hex");
+    let replayed = replay(&parse(&log).expect("the live log parses")).expect("replays");
+    let bank = &replayed.banks[&HashAlgorithm::Sha256];
+    assert!(bank.len() >= 9, "the log touches PCRs 0-7 and 9, 11");
+    for (pcr, value) in bank {
+        assert_eq!(
+            hex::encode(value),
+            live[&pcr.to_string()],
+            "PCR {pcr}: the replayed log differs from the TPM"
+        );
+    }
+    // PCR 10 is IMA's, measured by the kernel and not in the firmware log.
+    assert!(!bank.contains_key(&PcrIndex::new(10).expect("valid")));
+
+    // The firmware refuses what the owner did not sign.
+    let variants = dir.join("variants");
+    std::fs::create_dir_all(&variants).expect("dir");
+    let unsigned = image.join("uki.unsigned.efi");
+    let outcome = boot_with_uki(&image, &unsigned, &variants.join("unsigned"), &tpm);
+    assert_refused(&outcome, "unsigned UKI");
+
+    let foreign_keys = dir.join("foreign-keys");
+    edgeward(&["keys", "init", &foreign_keys.to_string_lossy()]);
+    let foreign = variants.join("foreign.efi");
+    let status = Command::new("sbsign")
+        .arg("--key")
+        .arg(foreign_keys.join("db.key"))
+        .arg("--cert")
+        .arg(foreign_keys.join("db.crt"))
+        .arg("--output")
+        .arg(&foreign)
+        .arg(&unsigned)
+        .status()
+        .expect("sbsign runs");
+    assert!(status.success());
+    let outcome = boot_with_uki(&image, &foreign, &variants.join("foreign"), &tpm);
+    assert_refused(&outcome, "UKI signed by a foreign key");
+
+    let mut altered = std::fs::read(image.join("uki.efi")).expect("UKI");
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0x01;
+    let altered_path = variants.join("altered.efi");
+    std::fs::write(&altered_path, &altered).expect("write");
+    let outcome = boot_with_uki(&image, &altered_path, &variants.join("altered"), &tpm);
+    assert_refused(&outcome, "signed UKI with one altered byte");
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
