@@ -18,6 +18,8 @@ pub enum PeError {
     OutOfBounds(&'static str),
     #[error("the certificate table does not sit at the end of the file")]
     CertificateTableNotAtEnd,
+    #[error("section {0} is larger in memory than in the file, which no measured UKI section is")]
+    SectionLargerThanData(String),
 }
 
 /// One section header.
@@ -122,21 +124,21 @@ impl<'a> PeImage<'a> {
         })
     }
 
-    /// A section's contents as loaded: its first VirtualSize bytes (zero-filled past the raw
-    /// data), which is what systemd-stub hashes.
-    pub fn section(&self, name: &str) -> Option<Result<Vec<u8>, PeError>> {
+    /// A section's contents as loaded: its first VirtualSize bytes, which is what systemd-stub
+    /// hashes. Sections whose VirtualSize exceeds their file data are refused: the build never
+    /// makes one, and zero-filling an attacker's VirtualSize would allocate up to 4 GiB.
+    pub fn section(&self, name: &str) -> Option<Result<&'a [u8], PeError>> {
         let section = self.sections.iter().find(|section| section.name == name)?;
+        if section.virtual_size > section.raw_size {
+            return Some(Err(PeError::SectionLargerThanData(section.name.clone())));
+        }
         let start = section.raw_offset as usize;
-        let raw = (section.raw_size.min(section.virtual_size)) as usize;
+        let bytes: &'a [u8] = self.bytes;
         Some(
-            self.bytes
-                .get(start..start + raw)
-                .ok_or(PeError::OutOfBounds("section data"))
-                .map(|data| {
-                    let mut contents = data.to_vec();
-                    contents.resize(section.virtual_size as usize, 0);
-                    contents
-                }),
+            start
+                .checked_add(section.virtual_size as usize)
+                .and_then(|end| bytes.get(start..end))
+                .ok_or(PeError::OutOfBounds("section data")),
         )
     }
 

@@ -207,7 +207,7 @@ pub fn pcr11(uki: &PeImage<'_>) -> Result<[u8; 32], PredictError> {
         let mut label = name.as_bytes().to_vec();
         label.push(0);
         digests.push(sha256(&label));
-        digests.push(sha256(&contents));
+        digests.push(sha256(contents));
     }
     Ok(extend_all(&digests))
 }
@@ -221,14 +221,14 @@ pub fn predict(
     let cmdline = uki
         .section(".cmdline")
         .ok_or(PredictError::MissingSection(".cmdline"))??;
-    let cmdline = String::from_utf8(cmdline).map_err(|_| PredictError::CmdlineNotUtf8)?;
+    let cmdline = std::str::from_utf8(cmdline).map_err(|_| PredictError::CmdlineNotUtf8)?;
     let initrd = uki
         .section(".initrd")
         .ok_or(PredictError::MissingSection(".initrd"))??;
     let mut pcrs = BTreeMap::new();
     pcrs.insert(4, pcr4(signed_uki)?);
     pcrs.insert(7, pcr7(keys));
-    pcrs.insert(9, pcr9(&cmdline, &initrd));
+    pcrs.insert(9, pcr9(cmdline, initrd));
     pcrs.insert(11, pcr11(&uki)?);
     // systemd-stub 252 measures into PCR 12 and 13 only what comes from outside the signed UKI
     // (overriding command lines, credentials, system extensions): they must stay zero.

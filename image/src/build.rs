@@ -346,12 +346,24 @@ fn initramfs(
 /// current time, which would make every build's UKI, and so PCR 4, different.
 fn normalize_pe_header(image: &mut [u8], stub: &[u8]) -> Result<(), BuildError> {
     let bad = || BuildError::Input("objcopy produced no PE image".into());
-    let pe = u32::from_le_bytes(image.get(0x3C..0x40).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    let pe = u32::from_le_bytes(
+        image
+            .get(0x3C..0x40)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    ) as usize;
     let timestamp = pe + 8;
     let checksum = pe + 4 + 20 + 64;
     let original = stub.get(timestamp..timestamp + 4).ok_or_else(bad)?.to_vec();
-    image.get_mut(timestamp..timestamp + 4).ok_or_else(bad)?.copy_from_slice(&original);
-    image.get_mut(checksum..checksum + 4).ok_or_else(bad)?.fill(0);
+    image
+        .get_mut(timestamp..timestamp + 4)
+        .ok_or_else(bad)?
+        .copy_from_slice(&original);
+    image
+        .get_mut(checksum..checksum + 4)
+        .ok_or_else(bad)?
+        .fill(0);
     Ok(())
 }
 

@@ -88,7 +88,10 @@ pub fn boot(image_dir: &Path, tpm_state: &Path, timeout: Duration) -> BootOutcom
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
+        while reader
+            .read_until(b'\n', &mut line)
+            .is_ok_and(|read| read > 0)
+        {
             let text = String::from_utf8_lossy(&line).trim_end().to_owned();
             if tx.send(text).is_err() {
                 return;

@@ -86,7 +86,10 @@ fn systemd_measure_pcr11(uki: &Path, dir: &Path) -> Option<String> {
         .arg(dir.join("dumped.efi"))
         .status()
         .expect("objcopy runs");
-    assert!(status.success(), "objcopy could not dump the UKI's sections");
+    assert!(
+        status.success(),
+        "objcopy could not dump the UKI's sections"
+    );
     let mut measure = Command::new(tool);
     measure.args(["calculate", "--bank=sha256", "--phase=:"]);
     for section in sections {
@@ -161,7 +164,10 @@ fn measured_boot_image_end_to_end() {
     ] {
         let a = std::fs::read(image.join(file)).expect("built");
         let b = std::fs::read(again.join(file)).expect("built");
-        assert!(a == b, "{file} differs between two builds of the same inputs");
+        assert!(
+            a == b,
+            "{file} differs between two builds of the same inputs"
+        );
     }
     let uki_len = std::fs::metadata(image.join("uki.efi")).expect("UKI").len();
     eprintln!("signed UKI: {uki_len} bytes");
@@ -177,8 +183,11 @@ fn measured_boot_image_end_to_end() {
     let tampered = dir.join("tampered");
     std::fs::create_dir_all(&tampered).expect("dir");
     let text = std::fs::read_to_string(image.join("manifest.json")).expect("manifest");
-    std::fs::write(tampered.join("manifest.json"), text.replacen("\"4\"", "\"5\"", 1))
-        .expect("write");
+    std::fs::write(
+        tampered.join("manifest.json"),
+        text.replacen("\"4\"", "\"5\"", 1),
+    )
+    .expect("write");
     std::fs::copy(
         image.join("manifest.json.sig"),
         tampered.join("manifest.json.sig"),
@@ -222,7 +231,10 @@ fn measured_boot_image_end_to_end() {
     eprintln!("power-on to READY: {:.1} s", ready.as_secs_f64());
     let live = live_pcrs(&outcome);
     for (pcr, value) in &expected {
-        assert_eq!(&live[pcr], value, "PCR {pcr}: live value differs from the manifest");
+        assert_eq!(
+            &live[pcr], value,
+            "PCR {pcr}: live value differs from the manifest"
+        );
     }
     let log = hex::decode(
         outcome
