@@ -4,6 +4,7 @@
 mod c37118_cmd;
 mod eventlog_cmd;
 mod image_cmd;
+mod sev_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Command {
     /// PCR prediction from image artifacts.
     #[command(subcommand)]
     Bootchain(image_cmd::BootchainCommand),
+    /// AMD SEV-SNP attestation evidence.
+    #[command(subcommand)]
+    Sev(sev_cmd::SevCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,5 +74,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => image_cmd::keys(command),
         Command::Image(command) => image_cmd::image(command),
         Command::Bootchain(command) => image_cmd::bootchain(command),
+        Command::Sev(command) => sev_cmd::run(command),
     }
 }

@@ -7,6 +7,30 @@ use super::parse::{Event, EventType};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Guid(pub [u8; 16]);
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_signature_lists_and_refuses_malformed_ones() {
+        let mut list = EFI_CERT_SHA256.0.to_vec();
+        list.extend_from_slice(&(28u32 + 48).to_le_bytes());
+        list.extend_from_slice(&0u32.to_le_bytes());
+        list.extend_from_slice(&48u32.to_le_bytes());
+        list.extend_from_slice(&[7; 16]);
+        list.extend_from_slice(&[9; 32]);
+        let entries = signature_lists(&list).expect("well formed");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].kind, EFI_CERT_SHA256);
+        assert_eq!(entries[0].data, vec![9; 32]);
+        assert_eq!(
+            EFI_CERT_X509.to_string(),
+            "a5c059a1-94e4-4aa7-87b5-ab155c2bf072"
+        );
+        assert!(signature_lists(&list[..40]).is_none());
+    }
+}
+
 impl std::fmt::Display for Guid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let b = &self.0;
@@ -34,6 +58,59 @@ pub struct UefiVariable {
     pub vendor: Guid,
     pub name: String,
     pub data: Vec<u8>,
+}
+
+/// One entry of an `EFI_SIGNATURE_LIST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureEntry {
+    /// `EFI_CERT_X509_GUID`, `EFI_CERT_SHA256_GUID`, …
+    pub kind: Guid,
+    pub owner: Guid,
+    /// A DER certificate or a hash, as `kind` says.
+    pub data: Vec<u8>,
+}
+
+/// The GUID of X.509 certificate entries.
+pub const EFI_CERT_X509: Guid = Guid([
+    0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72,
+]);
+/// The GUID of SHA-256 hash entries.
+pub const EFI_CERT_SHA256: Guid = Guid([
+    0x26, 0x16, 0xc4, 0xc1, 0x4c, 0x50, 0x92, 0x40, 0xac, 0xa9, 0x41, 0xf9, 0x36, 0x93, 0x43, 0x28,
+]);
+
+/// Parses a sequence of `EFI_SIGNATURE_LIST`s (the value of PK, KEK, db, dbx) into its entries.
+/// `None` when the lists are malformed.
+pub fn signature_lists(mut data: &[u8]) -> Option<Vec<SignatureEntry>> {
+    let u32_at = |bytes: &[u8], offset: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            bytes.get(offset..offset + 4)?.try_into().ok()?,
+        ))
+    };
+    let mut entries = Vec::new();
+    while !data.is_empty() {
+        let kind = Guid(data.get(..16)?.try_into().ok()?);
+        let list_size = u32_at(data, 16)? as usize;
+        let header_size = u32_at(data, 20)? as usize;
+        let signature_size = u32_at(data, 24)? as usize;
+        if signature_size < 16 || list_size < 28 {
+            return None;
+        }
+        let list = data.get(..list_size)?;
+        let body = list.get(28usize.checked_add(header_size)?..)?;
+        if body.len() % signature_size != 0 {
+            return None;
+        }
+        for signature in body.chunks_exact(signature_size) {
+            entries.push(SignatureEntry {
+                kind,
+                owner: Guid(signature[..16].try_into().ok()?),
+                data: signature[16..].to_vec(),
+            });
+        }
+        data = &data[list_size..];
+    }
+    Some(entries)
 }
 
 /// What an event's data says, as far as it has a known structure.
@@ -151,12 +228,27 @@ impl EventData {
     /// A one-line description for `edgeward eventlog show`.
     pub fn describe(&self) -> String {
         match self {
-            Self::Variable(variable) => format!(
-                "{}:{} ({} bytes)",
-                variable.vendor,
-                variable.name,
-                variable.data.len()
-            ),
+            Self::Variable(variable) => {
+                let mut line = format!(
+                    "{}:{} ({} bytes)",
+                    variable.vendor,
+                    variable.name,
+                    variable.data.len()
+                );
+                let is_list = ["PK", "KEK", "db", "dbx"].contains(&variable.name.as_str());
+                if let Some(entries) = signature_lists(&variable.data).filter(|_| is_list) {
+                    let kinds: Vec<String> = entries
+                        .iter()
+                        .map(|entry| match entry.kind {
+                            EFI_CERT_X509 => format!("x509 {} bytes", entry.data.len()),
+                            EFI_CERT_SHA256 => format!("sha256 {}", hex::encode(&entry.data)),
+                            other => format!("{other} {} bytes", entry.data.len()),
+                        })
+                        .collect();
+                    line.push_str(&format!(" [{}]", kinds.join("; ")));
+                }
+                line
+            }
             Self::ImageLoad {
                 address, length, ..
             } => format!("image at {address:#x}, {length} bytes"),

@@ -10,7 +10,9 @@ mod data;
 mod parse;
 mod replay;
 
-pub use data::{EventData, Guid, UefiVariable};
+pub use data::{
+    signature_lists, EventData, Guid, SignatureEntry, UefiVariable, EFI_CERT_SHA256, EFI_CERT_X509,
+};
 pub use parse::{
     parse, Digest, Event, EventLog, EventType, HashAlgorithm, PcrIndex, SpecId, UnmeasuredRecord,
 };

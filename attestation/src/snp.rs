@@ -1,0 +1,362 @@
+//! AMD SEV-SNP attestation reports: the 1184-byte report a guest obtains through
+//! `/dev/sev-guest`, signed by the chip's VCEK, whose certificate chains to the ASK and ARK AMD
+//! publishes per product (Milan, Genoa, Turin; bundled in the `sev` crate).
+//!
+//! The signature is checked over the report's bytes as received (SHA-384 of bytes 0x000–0x29F,
+//! ECDSA P-384), not over a re-encoding of the parsed fields, and every reserved byte of the
+//! signature block must be zero: so any altered byte of the report is refused.
+
+use p384::ecdsa::signature::hazmat::PrehashVerifier;
+use p384::ecdsa::{Signature, VerifyingKey};
+use sev::certs::snp::{builtin, ca, Certificate, Chain, Verifiable};
+use sev::firmware::guest::AttestationReport;
+use sev::parser::ByteParser;
+use sha2::{Digest as _, Sha384};
+use thiserror::Error;
+
+/// Size of an attestation report.
+pub const REPORT_LEN: usize = 0x4A0;
+const SIGNED_LEN: usize = 0x2A0;
+
+/// Why evidence could not even be examined.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SnpError {
+    #[error(
+        "the report is {actual} bytes; an SEV-SNP report is {REPORT_LEN} (or 2368 hex digits)"
+    )]
+    ReportLength { actual: usize },
+    #[error("the report does not parse: {0}")]
+    ReportUnreadable(String),
+    #[error("the VCEK certificate does not parse: {0}")]
+    VcekUnreadable(String),
+    #[error("the certificate chain file does not parse: {0}")]
+    ChainUnreadable(String),
+}
+
+/// A processor generation with its AMD root (ARK) and signing key (ASK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    Milan,
+    Genoa,
+    Turin,
+}
+
+impl Product {
+    pub const ALL: [Product; 3] = [Product::Milan, Product::Genoa, Product::Turin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Milan => "Milan",
+            Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
+        }
+    }
+
+    fn bundled(self) -> std::io::Result<ca::Chain> {
+        let (ark, ask) = match self {
+            Product::Milan => (builtin::milan::ark()?, builtin::milan::ask()?),
+            Product::Genoa => (builtin::genoa::ark()?, builtin::genoa::ask()?),
+            Product::Turin => (builtin::turin::ark()?, builtin::turin::ask()?),
+        };
+        Ok(ca::Chain { ark, ask })
+    }
+}
+
+/// The minimum TCB (security version numbers) a report must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinimumTcb {
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+}
+
+impl std::str::FromStr for MinimumTcb {
+    type Err = String;
+
+    /// `BOOTLOADER:TEE:SNP:MICROCODE`, e.g. `3:0:8:115`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<u8> = text
+            .split(':')
+            .map(|part| {
+                part.parse::<u8>()
+                    .map_err(|_| format!("{part:?} is not 0-255"))
+            })
+            .collect::<Result<_, _>>()?;
+        match parts[..] {
+            [bootloader, tee, snp, microcode] => Ok(Self {
+                bootloader,
+                tee,
+                snp,
+                microcode,
+            }),
+            _ => Err("expected BOOTLOADER:TEE:SNP:MICROCODE".into()),
+        }
+    }
+}
+
+/// What the verifier requires of a report beyond its signature. `None` means the check is
+/// skipped, and the appraisal says so.
+#[derive(Debug, Clone, Default)]
+pub struct SnpPolicy {
+    /// REPORT_DATA must equal this: the verifier's nonce, bound by the guest.
+    pub report_data: Option<[u8; 64]>,
+    /// The launch measurement of the guest image.
+    pub measurement: Option<[u8; 48]>,
+    pub minimum_tcb: Option<MinimumTcb>,
+    /// Accept guests whose policy allows debugging (their memory is readable by the host).
+    pub allow_debug: bool,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Passed(String),
+    Failed(String),
+    Skipped(String),
+}
+
+/// Everything the appraisal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnpAppraisal {
+    /// The product whose AMD root the VCEK chains to, if any.
+    pub product: Option<Product>,
+    pub checks: Vec<(&'static str, Check)>,
+}
+
+impl SnpAppraisal {
+    /// Whether every check passed or was explicitly skipped.
+    pub fn accepted(&self) -> bool {
+        !self
+            .checks
+            .iter()
+            .any(|(_, check)| matches!(check, Check::Failed(_)))
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.checks.iter().filter_map(|(name, check)| match check {
+            Check::Failed(reason) => Some((*name, reason.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// Reads a report given as raw bytes or as hex text (whitespace ignored).
+pub fn read_report(bytes: &[u8]) -> Result<Vec<u8>, SnpError> {
+    if bytes.len() == REPORT_LEN {
+        return Ok(bytes.to_vec());
+    }
+    let text: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|byte| !byte.is_ascii_whitespace())
+        .collect();
+    match hex::decode(&text) {
+        Ok(raw) if raw.len() == REPORT_LEN => Ok(raw),
+        Ok(raw) => Err(SnpError::ReportLength { actual: raw.len() }),
+        Err(_) => Err(SnpError::ReportLength {
+            actual: bytes.len(),
+        }),
+    }
+}
+
+/// The ASK and ARK of a chain file (PEM, ASK first, as AMD's KDS serves `cert_chain`).
+pub fn read_chain(pem_bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SnpError> {
+    let blocks =
+        pem::parse_many(pem_bytes).map_err(|error| SnpError::ChainUnreadable(error.to_string()))?;
+    match &blocks[..] {
+        [ask, ark] => Ok((ask.contents().to_vec(), ark.contents().to_vec())),
+        other => Err(SnpError::ChainUnreadable(format!(
+            "expected two certificates (ASK, ARK), found {}",
+            other.len()
+        ))),
+    }
+}
+
+/// A 72-byte little-endian signature component as the 48-byte big-endian scalar P-384 uses;
+/// `None` if its unused upper bytes are not zero.
+fn scalar(component: &[u8]) -> Option<[u8; 48]> {
+    if component[48..].iter().any(|byte| *byte != 0) {
+        return None;
+    }
+    let mut out = [0u8; 48];
+    for (index, byte) in component[..48].iter().enumerate() {
+        out[47 - index] = *byte;
+    }
+    Some(out)
+}
+
+fn check_signature(raw: &[u8], vcek: &Certificate) -> Check {
+    let block = &raw[SIGNED_LEN..];
+    let (Some(r), Some(s)) = (scalar(&block[..72]), scalar(&block[72..144])) else {
+        return Check::Failed("the signature's unused bytes are not zero".into());
+    };
+    if block[144..].iter().any(|byte| *byte != 0) {
+        return Check::Failed("the reserved bytes after the signature are not zero".into());
+    }
+    let Ok(signature) = Signature::from_scalars(r, s) else {
+        return Check::Failed("the signature is not a valid P-384 signature".into());
+    };
+    let Ok(key) = VerifyingKey::from_sec1_bytes(vcek.public_key_sec1()) else {
+        return Check::Failed("the VCEK does not hold a P-384 public key".into());
+    };
+    let digest = Sha384::digest(&raw[..SIGNED_LEN]);
+    match key.verify_prehash(&digest, &signature) {
+        Ok(()) => Check::Passed("signed by the VCEK".into()),
+        Err(_) => Check::Failed("the VCEK's signature does not match the report".into()),
+    }
+}
+
+/// Appraises a report (1184 raw bytes) with the chip's VCEK (DER) and, optionally, the ASK and
+/// ARK it was served with, against `policy`.
+pub fn appraise(
+    raw: &[u8],
+    vcek_der: &[u8],
+    chain: Option<(&[u8], &[u8])>,
+    policy: &SnpPolicy,
+) -> Result<SnpAppraisal, SnpError> {
+    if raw.len() != REPORT_LEN {
+        return Err(SnpError::ReportLength { actual: raw.len() });
+    }
+    let report = AttestationReport::from_bytes(raw)
+        .map_err(|error| SnpError::ReportUnreadable(error.to_string()))?;
+    let vcek = Certificate::from_der(vcek_der)
+        .map_err(|error| SnpError::VcekUnreadable(error.to_string()))?;
+    let mut checks = Vec::new();
+
+    // The VCEK must chain to a bundled AMD root; a supplied chain may bring a newer ASK but
+    // never its own root.
+    let mut product = None;
+    for candidate in Product::ALL {
+        let Ok(bundled) = candidate.bundled() else {
+            continue;
+        };
+        let ca = match chain {
+            Some((ask, ark)) => {
+                let same_root = bundled.ark.to_der().is_ok_and(|der| der == ark);
+                let Ok(ask) = Certificate::from_der(ask) else {
+                    continue;
+                };
+                if !same_root {
+                    continue;
+                }
+                ca::Chain {
+                    ark: bundled.ark,
+                    ask,
+                }
+            }
+            None => bundled,
+        };
+        let full = Chain {
+            ca,
+            vek: vcek.clone(),
+        };
+        if full.verify().is_ok() {
+            product = Some(candidate);
+            break;
+        }
+    }
+    checks.push((
+        "vcek_chain",
+        match product {
+            Some(product) => Check::Passed(format!("VCEK chains to AMD's {} ARK", product.name())),
+            None => Check::Failed(
+                "the VCEK does not chain to any bundled AMD root (Milan, Genoa, Turin)".into(),
+            ),
+        },
+    ));
+    checks.push(("signature", check_signature(raw, &vcek)));
+
+    checks.push((
+        "debug",
+        if !report.policy.debug_allowed() {
+            Check::Passed("guest policy forbids debugging".into())
+        } else if policy.allow_debug {
+            Check::Skipped("guest policy allows debugging, accepted by policy".into())
+        } else {
+            Check::Failed("guest policy allows debugging: the host can read its memory".into())
+        },
+    ));
+    checks.push((
+        "report_data",
+        match &policy.report_data {
+            Some(expected) if expected == &report.report_data => {
+                Check::Passed("REPORT_DATA binds the verifier's nonce".into())
+            }
+            Some(expected) => Check::Failed(format!(
+                "REPORT_DATA is {}, expected {}",
+                hex::encode(report.report_data),
+                hex::encode(expected)
+            )),
+            None => Check::Skipped("no nonce given: freshness not checked".into()),
+        },
+    ));
+    checks.push((
+        "measurement",
+        match &policy.measurement {
+            Some(expected) if expected == &report.measurement => {
+                Check::Passed("launch measurement as released".into())
+            }
+            Some(expected) => Check::Failed(format!(
+                "measurement is {}, expected {}",
+                hex::encode(report.measurement),
+                hex::encode(expected)
+            )),
+            None => Check::Skipped(format!(
+                "no measurement given (the report's is {})",
+                hex::encode(report.measurement)
+            )),
+        },
+    ));
+    let tcb = report.reported_tcb;
+    checks.push((
+        "tcb",
+        match policy.minimum_tcb {
+            Some(minimum) => {
+                let below: Vec<String> = [
+                    ("bootloader", tcb.bootloader, minimum.bootloader),
+                    ("tee", tcb.tee, minimum.tee),
+                    ("snp", tcb.snp, minimum.snp),
+                    ("microcode", tcb.microcode, minimum.microcode),
+                ]
+                .iter()
+                .filter(|(_, have, need)| have < need)
+                .map(|(name, have, need)| format!("{name} {have} < {need}"))
+                .collect();
+                if below.is_empty() {
+                    Check::Passed("reported TCB at or above the minimum".into())
+                } else {
+                    Check::Failed(format!(
+                        "reported TCB below the minimum: {}",
+                        below.join(", ")
+                    ))
+                }
+            }
+            None => Check::Skipped(format!(
+                "no minimum TCB given (reported {}:{}:{}:{})",
+                tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode
+            )),
+        },
+    ));
+    Ok(SnpAppraisal { product, checks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_hex_or_raw_reports_and_refuses_other_sizes() {
+        let raw = vec![0u8; REPORT_LEN];
+        assert_eq!(read_report(&raw).expect("raw"), raw);
+        let text = format!("{}\n", hex::encode(&raw));
+        assert_eq!(read_report(text.as_bytes()).expect("hex"), raw);
+        assert_eq!(
+            read_report(&[0u8; 10]),
+            Err(SnpError::ReportLength { actual: 10 })
+        );
+        assert!("3:0:8:115".parse::<MinimumTcb>().is_ok());
+        assert!("3:0:8".parse::<MinimumTcb>().is_err());
+    }
+}

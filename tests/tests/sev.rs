@@ -1,0 +1,194 @@
+//! SEV-SNP verification on real AMD data: the Milan report, VCEK and chain shipped in the `sev`
+//! crate's source (`tests/certs_data/`, Apache-2.0, virtee/sev). The valid report passes; any
+//! flipped byte of it fails; a VCEK of another chip, a foreign chain, a wrong nonce or
+//! measurement, and a TCB below the minimum are refused with their reason.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use edgeward_attestation::snp::{
+    appraise, read_chain, read_report, Check, MinimumTcb, Product, SnpPolicy,
+};
+
+/// The `sev` crate's source directory, from cargo's own metadata.
+fn sev_test_data() -> Option<PathBuf> {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(edgeward_tests::workspace_root())
+        .output()
+        .ok()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let manifest = metadata["packages"]
+        .as_array()?
+        .iter()
+        .find(|package| package["name"] == "sev")?["manifest_path"]
+        .as_str()?
+        .to_owned();
+    let dir = PathBuf::from(manifest).parent()?.join("tests/certs_data");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        edgeward_tests::required_peer_missing("the sev crate's tests/certs_data is missing");
+        None
+    }
+}
+
+struct Milan {
+    report: Vec<u8>,
+    vcek: Vec<u8>,
+    chain: (Vec<u8>, Vec<u8>),
+    turin_vcek: Vec<u8>,
+}
+
+fn milan() -> Option<Milan> {
+    let dir = sev_test_data()?;
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("sev test data");
+    Some(Milan {
+        report: read_report(&read("report_milan.hex")).expect("a report"),
+        vcek: read("vcek_milan.der"),
+        chain: read_chain(&read("cert_chain_milan")).expect("ASK and ARK"),
+        turin_vcek: read("vcek_turin.der"),
+    })
+}
+
+fn report_field<const N: usize>(report: &[u8], offset: usize) -> [u8; N] {
+    report[offset..offset + N].try_into().expect("in range")
+}
+
+#[test]
+fn the_real_milan_report_verifies() {
+    let Some(milan) = milan() else { return };
+    let policy = SnpPolicy {
+        report_data: Some(report_field(&milan.report, 0x50)),
+        measurement: Some(report_field(&milan.report, 0x90)),
+        minimum_tcb: Some(MinimumTcb {
+            bootloader: 0,
+            tee: 0,
+            snp: 0,
+            microcode: 0,
+        }),
+        allow_debug: false,
+    };
+    let appraisal = appraise(&milan.report, &milan.vcek, None, &policy).expect("examinable");
+    assert_eq!(appraisal.product, Some(Product::Milan));
+    assert!(appraisal.accepted(), "{:#?}", appraisal.checks);
+    assert!(appraisal
+        .checks
+        .iter()
+        .all(|(_, check)| matches!(check, Check::Passed(_))));
+    let (ask, ark) = (&milan.chain.0, &milan.chain.1);
+    let with_chain =
+        appraise(&milan.report, &milan.vcek, Some((ask, ark)), &policy).expect("examinable");
+    assert!(with_chain.accepted(), "{:#?}", with_chain.checks);
+}
+
+#[test]
+fn any_flipped_byte_of_the_report_is_refused() {
+    let Some(milan) = milan() else { return };
+    let policy = SnpPolicy::default();
+    for offset in 0..milan.report.len() {
+        let mut report = milan.report.clone();
+        report[offset] ^= 0x01;
+        // A flip that makes the report unparseable is a refusal too.
+        if let Ok(appraisal) = appraise(&report, &milan.vcek, None, &policy) {
+            assert!(
+                !appraisal.accepted(),
+                "a flipped byte at {offset:#x} was accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_chip_nonce_measurement_tcb_and_root_are_refused_with_reasons() {
+    let Some(milan) = milan() else { return };
+    let failed = |appraisal: &edgeward_attestation::snp::SnpAppraisal, check: &str| {
+        appraisal.failures().any(|(name, _)| name == check)
+    };
+    // The VCEK of another chip (a Turin) did not sign this report.
+    let other = appraise(
+        &milan.report,
+        &milan.turin_vcek,
+        None,
+        &SnpPolicy::default(),
+    )
+    .expect("examinable");
+    assert!(failed(&other, "signature"), "{:#?}", other.checks);
+
+    let mut nonce: [u8; 64] = report_field(&milan.report, 0x50);
+    nonce[0] ^= 0xFF;
+    let mut measurement: [u8; 48] = report_field(&milan.report, 0x90);
+    measurement[47] ^= 0xFF;
+    let policy = SnpPolicy {
+        report_data: Some(nonce),
+        measurement: Some(measurement),
+        minimum_tcb: Some(MinimumTcb {
+            bootloader: 255,
+            tee: 0,
+            snp: 0,
+            microcode: 0,
+        }),
+        allow_debug: false,
+    };
+    let appraisal = appraise(&milan.report, &milan.vcek, None, &policy).expect("examinable");
+    for check in ["report_data", "measurement", "tcb"] {
+        assert!(
+            failed(&appraisal, check),
+            "{check} should fail: {:#?}",
+            appraisal.checks
+        );
+    }
+
+    // A chain whose root is not AMD's (here: the ASK offered as the root) is not trusted.
+    let (ask, _) = &milan.chain;
+    let foreign = appraise(
+        &milan.report,
+        &milan.vcek,
+        Some((ask, ask)),
+        &SnpPolicy::default(),
+    )
+    .expect("examinable");
+    assert!(failed(&foreign, "vcek_chain"), "{:#?}", foreign.checks);
+    assert_eq!(foreign.product, None);
+}
+
+#[test]
+fn the_cli_exits_zero_for_the_valid_report_and_non_zero_with_the_reason_otherwise() {
+    let Some(dir) = sev_test_data() else { return };
+    let run = |report: &std::path::Path| {
+        Command::new(edgeward_tests::edgeward_binary())
+            .args(["sev", "verify", "--report"])
+            .arg(report)
+            .arg("--vcek")
+            .arg(dir.join("vcek_milan.der"))
+            .arg("--chain")
+            .arg(dir.join("cert_chain_milan"))
+            .output()
+            .expect("edgeward runs")
+    };
+    let ok = run(&dir.join("report_milan.hex"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        stdout.contains("signature") && stdout.contains("Milan"),
+        "{stdout}"
+    );
+
+    let mut raw =
+        read_report(&std::fs::read(dir.join("report_milan.hex")).expect("report")).expect("report");
+    raw[0x90] ^= 0x01;
+    let altered = std::env::temp_dir().join(format!("edgeward-snp-{}.bin", std::process::id()));
+    std::fs::write(&altered, &raw).expect("write");
+    let refused = run(&altered);
+    let _ = std::fs::remove_file(&altered);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("signature"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
