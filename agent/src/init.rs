@@ -112,6 +112,20 @@ pub fn run() -> Result<()> {
     }
     writeln!(console, "EDGEWARD-READY")?;
     console.flush()?;
+    // The TPM stack the attestation client uses (tss-esapi, the device TCTI it loads at run
+    // time) must work in the image too: read PCR 0 through it and compare with the kernel's.
+    let through_tss = (|| -> Result<String> {
+        let mut context = edgeward_attestation::tpm::open("device:/dev/tpmrm0")?;
+        let selection: edgeward_attestation::tpm::PcrSelection = "sha256:0".parse()?;
+        let values = edgeward_attestation::tpm::read_pcrs(&mut context, &selection)?;
+        Ok(values.first().map(hex::encode).unwrap_or_default())
+    })();
+    match through_tss {
+        Ok(value) if Some(&value) == pcrs.get(&0) => writeln!(console, "EDGEWARD-TPM ok")?,
+        Ok(value) => writeln!(console, "EDGEWARD-TPM mismatch pcr0={value}")?,
+        Err(error) => writeln!(console, "EDGEWARD-TPM error={error:#}")?,
+    }
+    console.flush()?;
     Ok(())
 }
 

@@ -35,6 +35,21 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         duration: Option<u64>,
     },
+    /// Quote PCRs with an AK made under the EK, and write the quote in tpm2-tools' formats
+    /// (quote.msg, quote.sig, quote.pcrs, ak.pub.pem) for `tpm2_checkquote`.
+    Quote {
+        /// The TPM: device:/dev/tpmrm0 or swtpm:host=H,port=P.
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tcti: String,
+        /// The verifier's nonce (hex, 1-64 bytes).
+        #[arg(long)]
+        nonce: String,
+        /// The PCRs to quote, BANK:N,N,…
+        #[arg(long, default_value = "sha256:0,1,2,3,4,5,6,7")]
+        pcrs: edgeward_attestation::tpm::PcrSelection,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,5 +94,39 @@ fn run(cli: Cli) -> Result<()> {
                     duration.map(Duration::from_secs),
                 ))
         }
+        Command::Quote {
+            tcti,
+            nonce,
+            pcrs,
+            out,
+        } => quote(&tcti, &nonce, &pcrs, &out),
     }
+}
+
+fn quote(
+    tcti: &str,
+    nonce: &str,
+    selection: &edgeward_attestation::tpm::PcrSelection,
+    out: &std::path::Path,
+) -> Result<()> {
+    use edgeward_attestation::tpm;
+    let nonce = tpm::Nonce::new(hex::decode(nonce.trim()).context("--nonce is not hex")?)?;
+    let mut context = tpm::open(tcti)?;
+    let quote = tpm::quote(&mut context, &nonce, selection)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let files: [(&str, &[u8]); 4] = [
+        ("quote.msg", &quote.attest),
+        ("quote.sig", &quote.signature),
+        (
+            "quote.pcrs",
+            &tpm::tpm2_tools_pcrs_file(&quote.selection, &quote.pcr_values),
+        ),
+        ("ak.pub.pem", quote.ak_public_pem.as_bytes()),
+    ];
+    for (name, bytes) in files {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    tracing::info!(out = %out.display(), pcrs = quote.pcr_values.len(), "quote written");
+    Ok(())
 }

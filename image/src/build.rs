@@ -95,6 +95,9 @@ pub struct BuildOptions {
     pub image_version: String,
     /// Kernel modules to ship and load at boot, by name; their dependencies come along.
     pub modules: Vec<String>,
+    /// Shared libraries the agent opens at run time rather than links (so no DT_NEEDED names
+    /// them): tpm2-tss loads its TCTI module with dlopen.
+    pub runtime_libraries: Vec<String>,
 }
 
 impl BuildOptions {
@@ -112,6 +115,7 @@ impl BuildOptions {
             cmdline: "console=ttyS0 quiet loglevel=3 panic=-1".into(),
             image_version: "0.1.0".into(),
             modules: vec!["virtio_pci".into(), "virtio_blk".into(), "dm_verity".into()],
+            runtime_libraries: vec!["libtss2-tcti-device.so.0".into()],
         }
     }
 }
@@ -311,7 +315,17 @@ fn initramfs(
         "binutils",
     )?;
     archive.file("init", read(&stripped)?, true);
-    for library in runtime_closure(&options.agent)? {
+    let mut libraries = runtime_closure(&options.agent)?;
+    for name in &options.runtime_libraries {
+        let found = crate::elf::LIBRARY_DIRS
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|path| path.is_file())
+            .ok_or_else(|| BuildError::Input(format!("runtime library {name} is not installed")))?;
+        libraries.extend(runtime_closure(&found)?);
+        libraries.insert(found);
+    }
+    for library in libraries {
         let path = library.to_string_lossy().trim_start_matches('/').to_owned();
         if !archive.contains(&path) {
             archive.file(&path, read(&library)?, true);

@@ -3,6 +3,7 @@
 
 pub mod pypmu;
 pub mod qemu;
+pub mod swtpm;
 
 use std::path::PathBuf;
 

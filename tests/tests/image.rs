@@ -229,6 +229,14 @@ fn measured_boot_image_end_to_end() {
         )
     });
     eprintln!("power-on to READY: {:.1} s", ready.as_secs_f64());
+    assert!(
+        outcome.contains("EDGEWARD-TPM ok"),
+        "the TPM stack (tss-esapi, device TCTI) does not work in the image: {:?}",
+        outcome
+            .lines
+            .iter()
+            .find(|line| line.contains("EDGEWARD-TPM"))
+    );
     let live = live_pcrs(&outcome);
     for (pcr, value) in &expected {
         assert_eq!(

@@ -1,0 +1,300 @@
+//! TPM 2.0 evidence through tss-esapi: today the quote, with an AK made under the EK, and its
+//! export in the file formats of tpm2-tools so an independent tool can check it. Registration,
+//! credential activation, the device key and persistence come with the rest of the issue.
+//!
+//! The TPM is always real (a device or swtpm through the TCTI); handles are flushed on every
+//! path out.
+
+use std::str::FromStr;
+
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use thiserror::Error;
+use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::structures::{Data, PcrSelectionListBuilder, PcrSlot, Public, SignatureScheme};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TpmError {
+    #[error("TCTI {tcti:?} is not usable: {reason} (expected device:/dev/tpmrm0 or swtpm:host=H,port=P)")]
+    Tcti { tcti: String, reason: String },
+    #[error("the TPM refused {operation}: {source}")]
+    Tpm {
+        operation: &'static str,
+        source: tss_esapi::Error,
+    },
+    #[error("PCR selection {0:?} is not BANK:N,N,… with a SHA bank and PCRs 0-23")]
+    Selection(String),
+    #[error("the nonce must be 1 to 64 bytes, got {0}")]
+    Nonce(usize),
+    #[error("the AK public key cannot be exported: {0}")]
+    PublicKey(String),
+}
+
+/// A verifier's nonce, bound into the quote as qualifying data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nonce(Vec<u8>);
+
+impl Nonce {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, TpmError> {
+        if bytes.is_empty() || bytes.len() > 64 {
+            return Err(TpmError::Nonce(bytes.len()));
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The PCRs of one bank to quote, e.g. `sha256:0,1,2,3,4,5,6,7`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcrSelection {
+    pub bank: HashingAlgorithm,
+    pub pcrs: Vec<u8>,
+}
+
+impl FromStr for PcrSelection {
+    type Err = TpmError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || TpmError::Selection(text.to_owned());
+        let (bank, list) = text.split_once(':').ok_or_else(error)?;
+        let bank = match bank {
+            "sha1" => HashingAlgorithm::Sha1,
+            "sha256" => HashingAlgorithm::Sha256,
+            "sha384" => HashingAlgorithm::Sha384,
+            _ => return Err(error()),
+        };
+        let mut pcrs: Vec<u8> = list
+            .split(',')
+            .map(|pcr| pcr.trim().parse::<u8>().ok().filter(|pcr| *pcr <= 23))
+            .collect::<Option<_>>()
+            .ok_or_else(error)?;
+        pcrs.sort_unstable();
+        pcrs.dedup();
+        if pcrs.is_empty() {
+            return Err(error());
+        }
+        Ok(Self { bank, pcrs })
+    }
+}
+
+fn slot(pcr: u8) -> Option<PcrSlot> {
+    PcrSlot::try_from(1u32 << pcr).ok()
+}
+
+/// A quote and what is needed to check it.
+#[derive(Debug, Clone)]
+pub struct Quote {
+    /// `TPMS_ATTEST`, marshalled (tpm2-tools' `quote.msg`).
+    pub attest: Vec<u8>,
+    /// `TPMT_SIGNATURE`, marshalled (tpm2-tools' `quote.sig`).
+    pub signature: Vec<u8>,
+    pub selection: PcrSelection,
+    /// The quoted PCRs' values, in selection order.
+    pub pcr_values: Vec<Vec<u8>>,
+    /// The AK's public key, SubjectPublicKeyInfo PEM.
+    pub ak_public_pem: String,
+}
+
+fn tpm<T>(operation: &'static str, result: tss_esapi::Result<T>) -> Result<T, TpmError> {
+    result.map_err(|source| TpmError::Tpm { operation, source })
+}
+
+/// Opens the TPM named by a TCTI string.
+pub fn open(tcti: &str) -> Result<Context, TpmError> {
+    let name = TctiNameConf::from_str(tcti).map_err(|error| TpmError::Tcti {
+        tcti: tcti.to_owned(),
+        reason: error.to_string(),
+    })?;
+    Context::new(name).map_err(|error| TpmError::Tcti {
+        tcti: tcti.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn rsa_public_pem(public: &Public) -> Result<String, TpmError> {
+    let Public::Rsa {
+        unique, parameters, ..
+    } = public
+    else {
+        return Err(TpmError::PublicKey("the AK is not an RSA key".into()));
+    };
+    let exponent = match parameters.exponent().value() {
+        0 => 65_537,
+        other => other,
+    };
+    let key = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(unique.value()),
+        rsa::BigUint::from(exponent),
+    )
+    .map_err(|error| TpmError::PublicKey(error.to_string()))?;
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|error| TpmError::PublicKey(error.to_string()))
+}
+
+fn flush(context: &mut Context, handles: &[KeyHandle]) {
+    for handle in handles {
+        let _ = context.flush_context((*handle).into());
+    }
+}
+
+/// Reads the PCRs of `selection`, in its order.
+pub fn read_pcrs(
+    context: &mut Context,
+    selection: &PcrSelection,
+) -> Result<Vec<Vec<u8>>, TpmError> {
+    let slots: Vec<PcrSlot> = selection
+        .pcrs
+        .iter()
+        .map(|pcr| slot(*pcr).ok_or_else(|| TpmError::Selection(format!("PCR {pcr}"))))
+        .collect::<Result<_, _>>()?;
+    // PCR_Read returns at most eight digests at a time.
+    let mut values = Vec::with_capacity(slots.len());
+    for chunk in slots.chunks(8) {
+        let list = tpm(
+            "PCR selection",
+            PcrSelectionListBuilder::new()
+                .with_selection(selection.bank, chunk)
+                .build(),
+        )?;
+        let (_, _, digests) = tpm("PCR read", context.pcr_read(list))?;
+        values.extend(digests.value().iter().map(|digest| digest.value().to_vec()));
+    }
+    Ok(values)
+}
+
+/// Quotes `selection` with `nonce`, signed by an RSA-2048 AK created under the RSA EK.
+pub fn quote(
+    context: &mut Context,
+    nonce: &Nonce,
+    selection: &PcrSelection,
+) -> Result<Quote, TpmError> {
+    let ek = tpm(
+        "EK creation",
+        ek::create_ek_object(
+            context,
+            tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
+            None,
+        ),
+    )?;
+    let result = (|| {
+        let created = tpm(
+            "AK creation",
+            ak::create_ak_2(
+                context,
+                ek,
+                HashingAlgorithm::Sha256,
+                AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+                SignatureSchemeAlgorithm::RsaSsa,
+                None,
+                None,
+            ),
+        )?;
+        let ak_public_pem = rsa_public_pem(&created.out_public)?;
+        let ak_handle = tpm(
+            "AK load",
+            ak::load_ak(context, ek, None, created.out_private, created.out_public),
+        )?;
+        let quoted = (|| {
+            let slots: Vec<PcrSlot> = selection
+                .pcrs
+                .iter()
+                .map(|pcr| slot(*pcr).ok_or_else(|| TpmError::Selection(format!("PCR {pcr}"))))
+                .collect::<Result<_, _>>()?;
+            let list = tpm(
+                "PCR selection",
+                PcrSelectionListBuilder::new()
+                    .with_selection(selection.bank, &slots)
+                    .build(),
+            )?;
+            let data = tpm("nonce", Data::try_from(nonce.as_bytes().to_vec()))?;
+            let (attest, signature) = tpm(
+                "quote",
+                context.execute_with_nullauth_session(|context| {
+                    context.quote(ak_handle, data, SignatureScheme::Null, list.clone())
+                }),
+            )?;
+            let pcr_values = read_pcrs(context, selection)?;
+            Ok(Quote {
+                attest: tpm("marshalling TPMS_ATTEST", attest.marshall())?,
+                signature: tpm("marshalling TPMT_SIGNATURE", signature.marshall())?,
+                selection: selection.clone(),
+                pcr_values,
+                ak_public_pem,
+            })
+        })();
+        flush(context, &[ak_handle]);
+        quoted
+    })();
+    flush(context, &[ek]);
+    result
+}
+
+/// The PCR values file of `tpm2_quote -o` / `tpm2_checkquote -f`: tpm2-tools' in-memory
+/// `TPML_PCR_SELECTION` (little-endian, 16 eight-byte selections), a u32 count of
+/// `TPML_DIGEST`s, and each as a u32 count and eight (u16 size, 64-byte buffer) digests.
+pub fn tpm2_tools_pcrs_file(selection: &PcrSelection, values: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let mut select = [0u8; 4];
+    for pcr in &selection.pcrs {
+        select[usize::from(*pcr / 8)] |= 1 << (pcr % 8);
+    }
+    for index in 0..16 {
+        if index == 0 {
+            out.extend_from_slice(&u16::from(selection.bank).to_le_bytes());
+            out.push(3);
+            out.extend_from_slice(&select);
+            out.push(0);
+        } else {
+            out.extend_from_slice(&[0; 8]);
+        }
+    }
+    let lists: Vec<&[Vec<u8>]> = values.chunks(8).collect();
+    out.extend_from_slice(&(lists.len() as u32).to_le_bytes());
+    for list in lists {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for index in 0..8 {
+            let digest = list.get(index).map_or(&[][..], Vec::as_slice);
+            out.extend_from_slice(&(digest.len() as u16).to_le_bytes());
+            let mut buffer = [0u8; 64];
+            buffer[..digest.len().min(64)].copy_from_slice(&digest[..digest.len().min(64)]);
+            out.extend_from_slice(&buffer);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_selections_and_refuses_nonsense() {
+        let selection: PcrSelection = "sha256:7,0,1,1".parse().expect("valid");
+        assert_eq!(selection.pcrs, vec![0, 1, 7]);
+        for bad in ["sha256", "md5:0", "sha256:24", "sha256:", "sha256:a"] {
+            assert!(bad.parse::<PcrSelection>().is_err(), "{bad}");
+        }
+        assert!(Nonce::new(vec![]).is_err());
+        assert!(Nonce::new(vec![0; 65]).is_err());
+    }
+
+    #[test]
+    fn writes_the_pcrs_file_layout_of_tpm2_tools() {
+        let selection: PcrSelection = "sha256:0,1,2".parse().expect("valid");
+        let file = tpm2_tools_pcrs_file(&selection, &[vec![0; 32], vec![1; 32], vec![2; 32]]);
+        // As written by tpm2_quote -o for sha256:0,1,2 (668 bytes).
+        assert_eq!(file.len(), 668);
+        assert_eq!(&file[..12], &[1, 0, 0, 0, 0x0b, 0, 3, 7, 0, 0, 0, 0]);
+        assert_eq!(&file[0x84..0x8e], &[1, 0, 0, 0, 3, 0, 0, 0, 0x20, 0]);
+    }
+}
