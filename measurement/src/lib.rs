@@ -7,9 +7,11 @@
 //! does not touch the TPM or any network stack beyond its own PMU sockets.
 #![forbid(unsafe_code)]
 
+pub mod block;
 pub mod c37118;
 pub mod capture;
 pub mod client;
 pub mod replay;
 pub mod report;
+pub mod sample;
 pub mod stats;

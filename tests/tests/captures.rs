@@ -353,3 +353,38 @@ fn one_pmu_over_udp_matches_the_independent_decoder() {
 fn four_pmu_pdc_stream_matches_the_independent_decoder() {
     check_capture("C37.118_4in1PMU_TCP.pcap", "4in1PMU_TCP", 1342);
 }
+
+#[test]
+fn data_frames_become_samples_in_the_platforms_signal_layout() {
+    let Some(dir) = edgeward_tests::testdata("c37118") else {
+        return;
+    };
+    let (_, data) = decoded(&dir.join("C37.118_4in1PMU_TCP.pcap"));
+    let mut previous: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut gaps = 0;
+    for (frame, config) in &data {
+        let Frame::Data(frame) = frame else { continue };
+        let samples = edgeward_measurement::sample::samples_from_data_frame(frame, config);
+        assert_eq!(samples.len(), 4, "one sample per PMU of the PDC stream");
+        for ((idcode, sample), pmu) in samples.iter().zip(&config.pmus) {
+            assert_eq!(*idcode, pmu.idcode);
+            // Phasors, frequency, ROCOF, analogs, digital words.
+            assert_eq!(
+                sample.values.len(),
+                pmu.phasors.len() + 2 + pmu.analogs.len() + pmu.digitals.len()
+            );
+            assert!(matches!(
+                sample.values[0],
+                edgeward_measurement::sample::Value::Complex { .. }
+            ));
+            if let Some(before) = previous.insert(idcode.0, sample.sequence) {
+                assert!(sample.sequence > before, "sequence grows with PMU time");
+                if sample.sequence != before + 1 {
+                    gaps += 1;
+                }
+            }
+        }
+    }
+    // The capture has one 3.56 s gap in its data; it shows as a jump in every PMU's sequence.
+    assert_eq!(gaps, 4, "one gap per PMU");
+}
