@@ -7,30 +7,11 @@
 //! docs/benchmarks.md.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edgeward_tests::{edgeward_binary, qemu, workspace_root};
+use edgeward_tests::{edgeward_binary, qemu, run_edgeward, workspace_root};
 
 const RUNS: usize = 3;
-
-fn edgeward(args: &[&str]) {
-    let path = format!(
-        "{}:{}",
-        workspace_root().join(".venv/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let output = Command::new(edgeward_binary())
-        .args(args)
-        .env("PATH", path)
-        .output()
-        .expect("edgeward runs");
-    assert!(
-        output.status.success(),
-        "edgeward {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 fn summary(mut samples: Vec<Duration>) -> String {
     samples.sort();
@@ -51,7 +32,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench directory");
     let keys = dir.join("keys");
-    edgeward(&["keys", "init", &keys.to_string_lossy()]);
+    run_edgeward(&["keys", "init", &keys.to_string_lossy()]);
     let image_profile = workspace_root().join("target/image/edgeward-agent");
     let agent: PathBuf = if image_profile.is_file() {
         image_profile
@@ -61,7 +42,7 @@ fn main() {
     println!("agent: {}", agent.display());
     let out = dir.join("image");
     let build = |out: &PathBuf| {
-        edgeward(&[
+        run_edgeward(&[
             "image",
             "build",
             "--keys",

@@ -64,3 +64,24 @@ fn binary(name: &str) -> PathBuf {
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Runs the `edgeward` CLI with the repository's venv (virt-fw-vars) on PATH; panics with its
+/// stderr when it fails. Returns stdout.
+pub fn run_edgeward(args: &[&str]) -> String {
+    let path = format!(
+        "{}:{}",
+        workspace_root().join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = std::process::Command::new(edgeward_binary())
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("edgeward runs");
+    assert!(
+        output.status.success(),
+        "edgeward {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
 use edgeward_image::manifest::{verify_manifest, ManifestError};
 use edgeward_tests::qemu::{self, BootOutcome};
-use edgeward_tests::{agent_binary, edgeward_binary, workspace_root};
+use edgeward_tests::{agent_binary, run_edgeward, workspace_root};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,27 +28,8 @@ fn scratch() -> PathBuf {
     dir
 }
 
-fn edgeward(args: &[&str]) -> String {
-    let path = format!(
-        "{}:{}",
-        workspace_root().join(".venv/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let output = Command::new(edgeward_binary())
-        .args(args)
-        .env("PATH", path)
-        .output()
-        .expect("edgeward runs");
-    assert!(
-        output.status.success(),
-        "edgeward {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
-}
-
 fn build(keys: &Path, out: &Path) {
-    edgeward(&[
+    run_edgeward(&[
         "image",
         "build",
         "--keys",
@@ -148,7 +129,7 @@ fn measured_boot_image_end_to_end() {
     }
     let dir = scratch();
     let keys = dir.join("keys");
-    edgeward(&["keys", "init", &keys.to_string_lossy()]);
+    run_edgeward(&["keys", "init", &keys.to_string_lossy()]);
 
     // Two builds from the same inputs give the same bytes.
     let image = dir.join("image");
@@ -199,7 +180,7 @@ fn measured_boot_image_end_to_end() {
     ));
 
     // The prediction from the image directory is the manifest's, and PCR 11 is systemd's.
-    let predicted: serde_json::Value = serde_json::from_str(&edgeward(&[
+    let predicted: serde_json::Value = serde_json::from_str(&run_edgeward(&[
         "bootchain",
         "predict",
         "--image",
@@ -271,7 +252,7 @@ fn measured_boot_image_end_to_end() {
     assert_refused(&outcome, "unsigned UKI");
 
     let foreign_keys = dir.join("foreign-keys");
-    edgeward(&["keys", "init", &foreign_keys.to_string_lossy()]);
+    run_edgeward(&["keys", "init", &foreign_keys.to_string_lossy()]);
     let foreign = variants.join("foreign.efi");
     let status = Command::new("sbsign")
         .arg("--key")
