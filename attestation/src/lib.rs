@@ -7,5 +7,6 @@
 //! the policy says so explicitly, and the result lists each.
 #![forbid(unsafe_code)]
 
+pub mod credential;
 pub mod snp;
 pub mod tpm;

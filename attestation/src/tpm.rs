@@ -298,3 +298,148 @@ mod tests {
         assert_eq!(&file[0x84..0x8e], &[1, 0, 0, 0, 3, 0, 0, 0, 0x20, 0]);
     }
 }
+
+/// The EK and an AK under it, loaded; flush with [`AttestationKeys::flush`].
+#[derive(Debug)]
+pub struct AttestationKeys {
+    pub ek: KeyHandle,
+    pub ak: KeyHandle,
+    /// The EK's RSA modulus (exponent 65537), for MakeCredential.
+    pub ek_modulus: Vec<u8>,
+    /// The AK's name (SHA-256), which the credential is bound to.
+    pub ak_name: Vec<u8>,
+    pub ak_public_pem: String,
+}
+
+impl AttestationKeys {
+    pub fn flush(self, context: &mut Context) {
+        flush(context, &[self.ak, self.ek]);
+    }
+}
+
+/// Creates the RSA EK and an RSA-2048 restricted signing AK under it, both loaded.
+pub fn create_attestation_keys(context: &mut Context) -> Result<AttestationKeys, TpmError> {
+    let ek = tpm(
+        "EK creation",
+        ek::create_ek_object(
+            context,
+            tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
+            None,
+        ),
+    )?;
+    let result = (|| {
+        let (ek_public, _, _) = tpm("EK read", context.read_public(ek))?;
+        let Public::Rsa { unique, .. } = &ek_public else {
+            return Err(TpmError::PublicKey("the EK is not an RSA key".into()));
+        };
+        let ek_modulus = unique.value().to_vec();
+        let created = tpm(
+            "AK creation",
+            ak::create_ak_2(
+                context,
+                ek,
+                HashingAlgorithm::Sha256,
+                AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+                SignatureSchemeAlgorithm::RsaSsa,
+                None,
+                None,
+            ),
+        )?;
+        let ak_public_pem = rsa_public_pem(&created.out_public)?;
+        let ak_handle = tpm(
+            "AK load",
+            ak::load_ak(context, ek, None, created.out_private, created.out_public),
+        )?;
+        let name = context
+            .read_public(ak_handle)
+            .map(|(_, name, _)| name.value().to_vec());
+        match name {
+            Ok(ak_name) => Ok(AttestationKeys {
+                ek,
+                ak: ak_handle,
+                ek_modulus,
+                ak_name,
+                ak_public_pem,
+            }),
+            Err(source) => {
+                flush(context, &[ak_handle]);
+                Err(TpmError::Tpm {
+                    operation: "AK read",
+                    source,
+                })
+            }
+        }
+    })();
+    if result.is_err() {
+        flush(context, &[ek]);
+    }
+    result
+}
+
+/// TPM2_ActivateCredential: recovers the secret of a [`crate::credential::make_credential`]
+/// challenge, which works only in the TPM holding the EK and only for the AK it was made for.
+pub fn activate_credential(
+    context: &mut Context,
+    keys: &AttestationKeys,
+    id_object: &[u8],
+    encrypted_secret: &[u8],
+) -> Result<Vec<u8>, TpmError> {
+    use tss_esapi::attributes::SessionAttributesBuilder;
+    use tss_esapi::constants::SessionType;
+    use tss_esapi::handles::{AuthHandle, SessionHandle};
+    use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+    use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
+
+    let blob = tpm("credential blob", IdObject::try_from(id_object.to_vec()))?;
+    let secret = tpm(
+        "encrypted secret",
+        EncryptedSecret::try_from(encrypted_secret.to_vec()),
+    )?;
+    // Using the EK takes a policy session satisfied by PolicySecret(endorsement).
+    let session = tpm(
+        "policy session",
+        context.start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Policy,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        ),
+    )?
+    .ok_or_else(|| TpmError::PublicKey("the TPM returned no session".into()))?;
+    let (attributes, mask) = SessionAttributesBuilder::new()
+        .with_decrypt(true)
+        .with_encrypt(true)
+        .build();
+    let result = (|| {
+        tpm(
+            "session attributes",
+            context.tr_sess_set_attributes(session, attributes, mask),
+        )?;
+        let policy = tpm("policy session", PolicySession::try_from(session))?;
+        tpm(
+            "PolicySecret(endorsement)",
+            context.execute_with_nullauth_session(|context| {
+                context.policy_secret(
+                    policy,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            }),
+        )?;
+        let recovered = tpm(
+            "ActivateCredential",
+            context.execute_with_sessions(
+                (Some(AuthSession::Password), Some(session), None),
+                |context| context.activate_credential(keys.ak, keys.ek, blob, secret),
+            ),
+        )?;
+        Ok(recovered.value().to_vec())
+    })();
+    let _ = context.flush_context(SessionHandle::from(session).into());
+    result
+}
