@@ -8,5 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod ek_certificate;
 pub mod snp;
 pub mod tpm;

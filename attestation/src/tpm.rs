@@ -443,3 +443,22 @@ pub fn activate_credential(
     let _ = context.flush_context(SessionHandle::from(session).into());
     result
 }
+
+/// The NV index where TPM manufacturers (and swtpm_setup) store the RSA-2048 EK certificate.
+pub const RSA_EK_CERTIFICATE_INDEX: u32 = 0x01C0_0002;
+
+/// Reads the RSA EK certificate (DER) from NV.
+pub fn read_ek_certificate(context: &mut Context) -> Result<Vec<u8>, TpmError> {
+    use tss_esapi::handles::NvIndexTpmHandle;
+    use tss_esapi::interface_types::resource_handles::NvAuth;
+    let index = tpm(
+        "EK certificate index",
+        NvIndexTpmHandle::new(RSA_EK_CERTIFICATE_INDEX),
+    )?;
+    tpm(
+        "reading the EK certificate from NV",
+        context.execute_with_nullauth_session(|context| {
+            tss_esapi::abstraction::nv::read_full(context, NvAuth::Owner, index)
+        }),
+    )
+}

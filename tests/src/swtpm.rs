@@ -15,6 +15,16 @@ pub struct Swtpm {
 impl Swtpm {
     /// Starts swtpm with a new state directory; `None` (after saying why) when not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts swtpm after `swtpm_setup` gave it an EK and EK certificate from swtpm's local CA
+    /// (`/var/lib/swtpm-localca`), as a manufactured TPM has.
+    pub fn start_provisioned() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(provision: bool) -> Option<Self> {
         let installed = Command::new("swtpm")
             .arg("--version")
             .stdout(Stdio::null())
@@ -35,6 +45,24 @@ impl Swtpm {
         let state =
             std::env::temp_dir().join(format!("edgeward-swtpm-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&state).expect("swtpm state directory");
+        if provision {
+            let output = Command::new("swtpm_setup")
+                .args([
+                    "--tpm2",
+                    "--create-ek-cert",
+                    "--create-platform-cert",
+                    "--overwrite",
+                ])
+                .args(["--pcr-banks", "sha256", "--tpmstate"])
+                .arg(&state)
+                .output()
+                .expect("swtpm_setup runs");
+            assert!(
+                output.status.success(),
+                "swtpm_setup failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--tpmstate")
