@@ -9,5 +9,6 @@
 
 pub mod credential;
 pub mod ek_certificate;
+pub mod quote;
 pub mod snp;
 pub mod tpm;

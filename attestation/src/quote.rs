@@ -1,0 +1,261 @@
+//! The verifier's appraisal of a TPM quote: `TPMS_ATTEST` and `TPMT_SIGNATURE` parsed from the
+//! bytes the device sent (sans-I/O, typed errors), the AK's signature, the TPM_GENERATED magic
+//! and attestation type, the nonce, and the PCR digest against the PCR values the verifier
+//! expects (from the replayed event log). The clock, reset and restart counters are returned so
+//! that the caller can refuse them going back.
+
+use rsa::pkcs1v15::Pkcs1v15Sign;
+use rsa::RsaPublicKey;
+use sha2::{Digest as _, Sha256};
+use thiserror::Error;
+
+/// TPM_GENERATED_VALUE: the TPM made this structure itself.
+pub const TPM_GENERATED: u32 = 0xFF54_4347;
+const ST_ATTEST_QUOTE: u16 = 0x8018;
+const ST_ATTEST_CERTIFY: u16 = 0x8017;
+const ALG_RSASSA: u16 = 0x0014;
+const ALG_SHA256: u16 = 0x000B;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum QuoteError {
+    #[error("the attestation structure is truncated at byte {0}")]
+    Truncated(usize),
+    #[error("{0} unexpected bytes after the attestation structure")]
+    TrailingBytes(usize),
+    #[error("magic {found:#010x} is not TPM_GENERATED: the TPM did not make this structure")]
+    NotTpmGenerated { found: u32 },
+    #[error("attestation type {found:#06x} where {expected:#06x} was expected")]
+    WrongType { expected: u16, found: u16 },
+    #[error("signature algorithm {algorithm:#06x} with hash {hash:#06x} is not RSASSA-SHA256")]
+    UnsupportedSignature { algorithm: u16, hash: u16 },
+    #[error("the AK's signature does not verify")]
+    BadSignature,
+    #[error("the quote carries nonce {found}, the verifier issued {expected}")]
+    NonceMismatch { expected: String, found: String },
+    #[error(
+        "the quote covers bank {bank:#06x} PCRs {quoted:?}, the verifier asked for {expected:?}"
+    )]
+    SelectionMismatch {
+        bank: u16,
+        quoted: Vec<u8>,
+        expected: Vec<u8>,
+    },
+    #[error("the quoted PCR digest {quoted} differs from the expected PCR values' {expected}")]
+    PcrDigestMismatch { quoted: String, expected: String },
+}
+
+/// TPMS_CLOCK_INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockInfo {
+    pub clock: u64,
+    pub reset_count: u32,
+    pub restart_count: u32,
+    pub safe: bool,
+}
+
+/// What the attestation structure attests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attested {
+    Quote {
+        /// (bank, selected PCRs ascending) per selection.
+        selection: Vec<(u16, Vec<u8>)>,
+        pcr_digest: Vec<u8>,
+    },
+    Certify {
+        name: Vec<u8>,
+        qualified_name: Vec<u8>,
+    },
+    Other(u16),
+}
+
+/// A parsed `TPMS_ATTEST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attest {
+    pub attest_type: u16,
+    pub qualified_signer: Vec<u8>,
+    pub extra_data: Vec<u8>,
+    pub clock: ClockInfo,
+    pub firmware_version: u64,
+    pub attested: Attested,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], QuoteError> {
+        let end = self
+            .position
+            .checked_add(count)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or(QuoteError::Truncated(self.position))?;
+        let slice = &self.bytes[self.position..end];
+        self.position = end;
+        Ok(slice)
+    }
+    fn u8(&mut self) -> Result<u8, QuoteError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, QuoteError> {
+        let bytes = self.take(2)?;
+        Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, QuoteError> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, QuoteError> {
+        Ok((u64::from(self.u32()?) << 32) | u64::from(self.u32()?))
+    }
+    fn sized(&mut self) -> Result<Vec<u8>, QuoteError> {
+        let size = usize::from(self.u16()?);
+        Ok(self.take(size)?.to_vec())
+    }
+}
+
+/// Parses a marshalled `TPMS_ATTEST` (tpm2-tools' `quote.msg`).
+pub fn parse_attest(bytes: &[u8]) -> Result<Attest, QuoteError> {
+    let mut reader = Reader { bytes, position: 0 };
+    let magic = reader.u32()?;
+    if magic != TPM_GENERATED {
+        return Err(QuoteError::NotTpmGenerated { found: magic });
+    }
+    let attest_type = reader.u16()?;
+    let qualified_signer = reader.sized()?;
+    let extra_data = reader.sized()?;
+    let clock = ClockInfo {
+        clock: reader.u64()?,
+        reset_count: reader.u32()?,
+        restart_count: reader.u32()?,
+        safe: reader.u8()? != 0,
+    };
+    let firmware_version = reader.u64()?;
+    let attested = match attest_type {
+        ST_ATTEST_QUOTE => {
+            let count = reader.u32()?;
+            // A TPM has at most a handful of banks; a huge count is a lie about the length.
+            if count as usize > bytes.len() / 3 {
+                return Err(QuoteError::Truncated(reader.position));
+            }
+            let mut selection = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let bank = reader.u16()?;
+                let size = usize::from(reader.u8()?);
+                let bitmap = reader.take(size)?;
+                let pcrs = (0..size * 8)
+                    .filter(|pcr| bitmap[pcr / 8] & (1 << (pcr % 8)) != 0)
+                    .map(|pcr| pcr as u8)
+                    .collect();
+                selection.push((bank, pcrs));
+            }
+            Attested::Quote {
+                selection,
+                pcr_digest: reader.sized()?,
+            }
+        }
+        ST_ATTEST_CERTIFY => Attested::Certify {
+            name: reader.sized()?,
+            qualified_name: reader.sized()?,
+        },
+        other => {
+            // Other structures are not parsed further; their bytes are still signed.
+            reader.position = bytes.len();
+            Attested::Other(other)
+        }
+    };
+    if reader.position != bytes.len() {
+        return Err(QuoteError::TrailingBytes(bytes.len() - reader.position));
+    }
+    Ok(Attest {
+        attest_type,
+        qualified_signer,
+        extra_data,
+        clock,
+        firmware_version,
+        attested,
+    })
+}
+
+/// Checks a marshalled `TPMT_SIGNATURE` (RSASSA-SHA256) by the AK over the attest bytes.
+pub fn verify_signature(
+    attest: &[u8],
+    signature: &[u8],
+    ak: &RsaPublicKey,
+) -> Result<(), QuoteError> {
+    let mut reader = Reader {
+        bytes: signature,
+        position: 0,
+    };
+    let algorithm = reader.u16()?;
+    let hash = reader.u16()?;
+    if algorithm != ALG_RSASSA || hash != ALG_SHA256 {
+        return Err(QuoteError::UnsupportedSignature { algorithm, hash });
+    }
+    let value = reader.sized()?;
+    if reader.position != signature.len() {
+        return Err(QuoteError::TrailingBytes(signature.len() - reader.position));
+    }
+    ak.verify(
+        Pkcs1v15Sign::new::<Sha256>(),
+        &Sha256::digest(attest),
+        &value,
+    )
+    .map_err(|_| QuoteError::BadSignature)
+}
+
+/// Appraises a quote: signature by `ak`, TPM_GENERATED, type quote, `nonce`, the selection of
+/// `expected_pcrs` (SHA-256 bank, PCR index and value, ascending) and the digest of their values.
+/// Returns the parsed structure (for the clock checks).
+pub fn appraise_quote(
+    attest_bytes: &[u8],
+    signature: &[u8],
+    ak: &RsaPublicKey,
+    nonce: &[u8],
+    expected_pcrs: &[(u8, [u8; 32])],
+) -> Result<Attest, QuoteError> {
+    verify_signature(attest_bytes, signature, ak)?;
+    let attest = parse_attest(attest_bytes)?;
+    let Attested::Quote {
+        selection,
+        pcr_digest,
+    } = &attest.attested
+    else {
+        return Err(QuoteError::WrongType {
+            expected: ST_ATTEST_QUOTE,
+            found: attest.attest_type,
+        });
+    };
+    if attest.extra_data != nonce {
+        return Err(QuoteError::NonceMismatch {
+            expected: hex::encode(nonce),
+            found: hex::encode(&attest.extra_data),
+        });
+    }
+    let expected: Vec<u8> = expected_pcrs.iter().map(|(pcr, _)| *pcr).collect();
+    match &selection[..] {
+        [(ALG_SHA256, quoted)] if *quoted == expected => {}
+        _ => {
+            let (bank, quoted) = selection.first().cloned().unwrap_or((0, Vec::new()));
+            return Err(QuoteError::SelectionMismatch {
+                bank,
+                quoted,
+                expected,
+            });
+        }
+    }
+    let mut hasher = Sha256::new();
+    for (_, value) in expected_pcrs {
+        hasher.update(value);
+    }
+    let digest = hasher.finalize();
+    if digest.as_slice() != pcr_digest.as_slice() {
+        return Err(QuoteError::PcrDigestMismatch {
+            quoted: hex::encode(pcr_digest),
+            expected: hex::encode(digest),
+        });
+    }
+    Ok(attest)
+}
