@@ -259,3 +259,125 @@ pub fn appraise_quote(
     }
     Ok(attest)
 }
+
+/// Object attributes (TPMA_OBJECT) a device key must have and must not have.
+mod attribute {
+    pub const FIXED_TPM: u32 = 1 << 1;
+    pub const FIXED_PARENT: u32 = 1 << 4;
+    pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
+    pub const RESTRICTED: u32 = 1 << 16;
+    pub const DECRYPT: u32 = 1 << 17;
+    pub const SIGN: u32 = 1 << 18;
+}
+
+/// Why a device key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DeviceKeyError {
+    #[error(transparent)]
+    Attestation(#[from] QuoteError),
+    #[error("the device key's public area is malformed at byte {0}")]
+    Malformed(usize),
+    #[error("the device key is not an ECC P-256 ECDSA-SHA256 key")]
+    WrongKeyType,
+    #[error("the device key's attributes {attributes:#010x} lack {missing}")]
+    Attributes {
+        attributes: u32,
+        missing: &'static str,
+    },
+    #[error("the certified name is not the name of the device key sent")]
+    NameMismatch,
+}
+
+/// The device key's public point, once certified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedKey {
+    pub x: Vec<u8>,
+    pub y: Vec<u8>,
+}
+
+/// Checks a device key: its public area (`TPMT_PUBLIC`) says ECC P-256 ECDSA-SHA256, fixedTPM,
+/// fixedParent, TPM-generated, sign only; and the AK certified exactly this key (its name) with
+/// the verifier's nonce.
+pub fn appraise_certify(
+    public: &[u8],
+    attest_bytes: &[u8],
+    signature: &[u8],
+    ak: &RsaPublicKey,
+    nonce: &[u8],
+) -> Result<CertifiedKey, DeviceKeyError> {
+    verify_signature(attest_bytes, signature, ak)?;
+    let attest = parse_attest(attest_bytes)?;
+    let Attested::Certify { name, .. } = &attest.attested else {
+        return Err(QuoteError::WrongType {
+            expected: ST_ATTEST_CERTIFY,
+            found: attest.attest_type,
+        }
+        .into());
+    };
+    if attest.extra_data != nonce {
+        return Err(QuoteError::NonceMismatch {
+            expected: hex::encode(nonce),
+            found: hex::encode(&attest.extra_data),
+        }
+        .into());
+    }
+    let mut expected_name = vec![0x00, 0x0B];
+    expected_name.extend_from_slice(&Sha256::digest(public));
+    if *name != expected_name {
+        return Err(DeviceKeyError::NameMismatch);
+    }
+    let mut reader = Reader {
+        bytes: public,
+        position: 0,
+    };
+    let malformed = |reader: &Reader<'_>| DeviceKeyError::Malformed(reader.position);
+    let key_type = reader.u16().map_err(|_| malformed(&reader))?;
+    let name_alg = reader.u16().map_err(|_| malformed(&reader))?;
+    let attributes = reader.u32().map_err(|_| malformed(&reader))?;
+    let _policy = reader.sized().map_err(|_| malformed(&reader))?;
+    // TPM_ALG_ECC, then symmetric NULL, scheme ECDSA with SHA-256, curve NIST P-256, KDF NULL.
+    let symmetric = reader.u16().map_err(|_| malformed(&reader))?;
+    let scheme = reader.u16().map_err(|_| malformed(&reader))?;
+    let scheme_hash = reader.u16().map_err(|_| malformed(&reader))?;
+    let curve = reader.u16().map_err(|_| malformed(&reader))?;
+    let kdf = reader.u16().map_err(|_| malformed(&reader))?;
+    if (
+        key_type,
+        name_alg,
+        symmetric,
+        scheme,
+        scheme_hash,
+        curve,
+        kdf,
+    ) != (
+        0x0023, ALG_SHA256, 0x0010, 0x0018, ALG_SHA256, 0x0003, 0x0010,
+    ) {
+        return Err(DeviceKeyError::WrongKeyType);
+    }
+    let x = reader.sized().map_err(|_| malformed(&reader))?;
+    let y = reader.sized().map_err(|_| malformed(&reader))?;
+    if reader.position != public.len() {
+        return Err(DeviceKeyError::Malformed(reader.position));
+    }
+    for (bit, set, what) in [
+        (attribute::FIXED_TPM, true, "fixedTPM"),
+        (attribute::FIXED_PARENT, true, "fixedParent"),
+        (
+            attribute::SENSITIVE_DATA_ORIGIN,
+            true,
+            "sensitiveDataOrigin (made in the TPM)",
+        ),
+        (attribute::SIGN, true, "sign"),
+        (attribute::DECRYPT, false, "the absence of decrypt"),
+        (attribute::RESTRICTED, false, "the absence of restricted"),
+    ] {
+        if (attributes & bit != 0) != set {
+            return Err(DeviceKeyError::Attributes {
+                attributes,
+                missing: what,
+            });
+        }
+    }
+    Ok(CertifiedKey { x, y })
+}

@@ -462,3 +462,108 @@ pub fn read_ek_certificate(context: &mut Context) -> Result<Vec<u8>, TpmError> {
         }),
     )
 }
+
+/// The device key: an ECC P-256 signing key made in the TPM (fixedTPM, fixedParent, sign only),
+/// under a storage root key in the owner hierarchy. Its private part never leaves the TPM
+/// unencrypted; `private` is the TPM-wrapped blob that reloads it after a restart.
+#[derive(Debug)]
+pub struct DeviceKey {
+    /// The loaded key (its parent is flushed once it is loaded: a loaded key signs without it,
+    /// and TPMs have few object slots).
+    pub key: KeyHandle,
+    /// Marshalled `TPMT_PUBLIC`, what the verifier checks the attributes of.
+    pub public: Vec<u8>,
+    /// The `TPM2B_PRIVATE` buffer, wrapped by the SRK.
+    pub private: Vec<u8>,
+}
+
+impl DeviceKey {
+    pub fn flush(self, context: &mut Context) {
+        flush(context, &[self.key]);
+    }
+}
+
+/// Creates the storage root key and the device key under it, and loads the device key. Needs
+/// two free object slots (a TPM without a resource manager has three: create the device key
+/// before loading the EK and AK).
+pub fn create_device_key(context: &mut Context) -> Result<DeviceKey, TpmError> {
+    use tss_esapi::interface_types::ecc::EccCurve;
+    use tss_esapi::interface_types::resource_handles::Hierarchy;
+    use tss_esapi::structures::{EccScheme, HashScheme, RsaExponent, SymmetricDefinitionObject};
+    use tss_esapi::utils::{
+        create_restricted_decryption_rsa_public, create_unrestricted_signing_ecc_public,
+    };
+
+    let srk_public = tpm(
+        "SRK template",
+        create_restricted_decryption_rsa_public(
+            SymmetricDefinitionObject::AES_128_CFB,
+            RsaKeyBits::Rsa2048,
+            RsaExponent::default(),
+        ),
+    )?;
+    let srk = tpm(
+        "SRK creation",
+        context.execute_with_nullauth_session(|context| {
+            context.create_primary(Hierarchy::Owner, srk_public, None, None, None, None)
+        }),
+    )?
+    .key_handle;
+    let result = (|| {
+        let key_public = tpm(
+            "device key template",
+            create_unrestricted_signing_ecc_public(
+                EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+                EccCurve::NistP256,
+            ),
+        )?;
+        let created = tpm(
+            "device key creation",
+            context.execute_with_nullauth_session(|context| {
+                context.create(srk, key_public, None, None, None, None)
+            }),
+        )?;
+        let public = tpm("marshalling the device key", created.out_public.marshall())?;
+        let private = created.out_private.value().to_vec();
+        let key = tpm(
+            "device key load",
+            context.execute_with_nullauth_session(|context| {
+                context.load(srk, created.out_private, created.out_public)
+            }),
+        )?;
+        Ok(DeviceKey {
+            key,
+            public,
+            private,
+        })
+    })();
+    flush(context, &[srk]);
+    result
+}
+
+/// TPM2_Certify: the AK attests that `key` lives in this TPM, with the verifier's nonce.
+/// Returns the marshalled `TPMS_ATTEST` and `TPMT_SIGNATURE`.
+pub fn certify(
+    context: &mut Context,
+    keys: &AttestationKeys,
+    key: &DeviceKey,
+    nonce: &Nonce,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    use tss_esapi::interface_types::session_handles::AuthSession;
+    let data = tpm("nonce", Data::try_from(nonce.as_bytes().to_vec()))?;
+    let (attest, signature) = tpm(
+        "certify",
+        context.execute_with_sessions(
+            (
+                Some(AuthSession::Password),
+                Some(AuthSession::Password),
+                None,
+            ),
+            |context| context.certify(key.key.into(), keys.ak, data, SignatureScheme::Null),
+        ),
+    )?;
+    Ok((
+        tpm("marshalling TPMS_ATTEST", attest.marshall())?,
+        tpm("marshalling TPMT_SIGNATURE", signature.marshall())?,
+    ))
+}
