@@ -7,30 +7,6 @@ use super::parse::{Event, EventType};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Guid(pub [u8; 16]);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_signature_lists_and_refuses_malformed_ones() {
-        let mut list = EFI_CERT_SHA256.0.to_vec();
-        list.extend_from_slice(&(28u32 + 48).to_le_bytes());
-        list.extend_from_slice(&0u32.to_le_bytes());
-        list.extend_from_slice(&48u32.to_le_bytes());
-        list.extend_from_slice(&[7; 16]);
-        list.extend_from_slice(&[9; 32]);
-        let entries = signature_lists(&list).expect("well formed");
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].kind, EFI_CERT_SHA256);
-        assert_eq!(entries[0].data, vec![9; 32]);
-        assert_eq!(
-            EFI_CERT_X509.to_string(),
-            "a5c059a1-94e4-4aa7-87b5-ab155c2bf072"
-        );
-        assert!(signature_lists(&list[..40]).is_none());
-    }
-}
-
 impl std::fmt::Display for Guid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let b = &self.0;
@@ -261,5 +237,29 @@ impl EventData {
             Self::Raw(data) if data.len() <= 32 => hex::encode(data),
             Self::Raw(data) => format!("{}… ({} bytes)", hex::encode(&data[..32]), data.len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_signature_lists_and_refuses_malformed_ones() {
+        let mut list = EFI_CERT_SHA256.0.to_vec();
+        list.extend_from_slice(&(28u32 + 48).to_le_bytes());
+        list.extend_from_slice(&0u32.to_le_bytes());
+        list.extend_from_slice(&48u32.to_le_bytes());
+        list.extend_from_slice(&[7; 16]);
+        list.extend_from_slice(&[9; 32]);
+        let entries = signature_lists(&list).expect("well formed");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].kind, EFI_CERT_SHA256);
+        assert_eq!(entries[0].data, vec![9; 32]);
+        assert_eq!(
+            EFI_CERT_X509.to_string(),
+            "a5c059a1-94e4-4aa7-87b5-ab155c2bf072"
+        );
+        assert!(signature_lists(&list[..40]).is_none());
     }
 }
