@@ -10,26 +10,49 @@ use edgeward_attestation::snp::{
     appraise, read_chain, read_report, Check, MinimumTcb, Product, SnpPolicy,
 };
 
-/// The `sev` crate's source directory, from cargo's own metadata.
-fn sev_test_data() -> Option<PathBuf> {
+/// The `sev` crate's source directory, from cargo's own metadata (for this platform only, so
+/// that no other platform's crates need to be downloaded).
+fn sev_crate_dir() -> Result<PathBuf, String> {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
+        .arg(env!("EDGEWARD_HOST_TARGET"))
         .current_dir(edgeward_tests::workspace_root())
         .output()
-        .ok()?;
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        .map_err(|error| format!("cannot run cargo metadata: {error}"))?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|_| {
+        format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })?;
     let manifest = metadata["packages"]
-        .as_array()?
-        .iter()
-        .find(|package| package["name"] == "sev")?["manifest_path"]
-        .as_str()?
-        .to_owned();
-    let dir = PathBuf::from(manifest).parent()?.join("tests/certs_data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        edgeward_tests::required_peer_missing("the sev crate's tests/certs_data is missing");
-        None
+        .as_array()
+        .and_then(|packages| packages.iter().find(|package| package["name"] == "sev"))
+        .and_then(|package| package["manifest_path"].as_str())
+        .ok_or("the sev crate is not in the dependency graph")?;
+    PathBuf::from(manifest)
+        .parent()
+        .map(|dir| dir.to_owned())
+        .ok_or_else(|| "the sev manifest has no directory".to_owned())
+}
+
+fn sev_test_data() -> Option<PathBuf> {
+    match sev_crate_dir().map(|dir| dir.join("tests/certs_data")) {
+        Ok(dir) if dir.is_dir() => Some(dir),
+        Ok(dir) => {
+            edgeward_tests::required_peer_missing(&format!("{} is missing", dir.display()));
+            None
+        }
+        Err(reason) => {
+            edgeward_tests::required_peer_missing(&format!("the sev crate's test data: {reason}"));
+            None
+        }
     }
 }
 
