@@ -4,7 +4,6 @@
 //! expects (from the replayed event log). The clock, reset and restart counters are returned so
 //! that the caller can refuse them going back.
 
-use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::RsaPublicKey;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
@@ -198,11 +197,15 @@ pub fn verify_signature(
     if reader.position != signature.len() {
         return Err(QuoteError::TrailingBytes(signature.len() - reader.position));
     }
-    ak.verify(
-        Pkcs1v15Sign::new::<Sha256>(),
-        &Sha256::digest(attest),
-        &value,
-    )
+    // ring's RSA verification is about five times faster than the rsa crate's, and the
+    // verifier checks every quote of every device (docs/benchmarks.md).
+    use rsa::traits::PublicKeyParts;
+    let (modulus, exponent) = (ak.n().to_bytes_be(), ak.e().to_bytes_be());
+    ring::signature::RsaPublicKeyComponents {
+        n: &modulus,
+        e: &exponent,
+    }
+    .verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, attest, &value)
     .map_err(|_| QuoteError::BadSignature)
 }
 
