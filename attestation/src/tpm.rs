@@ -171,71 +171,52 @@ pub fn read_pcrs(
     Ok(values)
 }
 
-/// Quotes `selection` with `nonce`, signed by an RSA-2048 AK created under the RSA EK.
+/// Quotes `selection` with `nonce`, signed by a fresh RSA-2048 AK under the RSA EK, which are
+/// flushed afterwards.
 pub fn quote(
     context: &mut Context,
     nonce: &Nonce,
     selection: &PcrSelection,
 ) -> Result<Quote, TpmError> {
-    let ek = tpm(
-        "EK creation",
-        ek::create_ek_object(
-            context,
-            tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
-            None,
-        ),
-    )?;
-    let result = (|| {
-        let created = tpm(
-            "AK creation",
-            ak::create_ak_2(
-                context,
-                ek,
-                HashingAlgorithm::Sha256,
-                AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
-                SignatureSchemeAlgorithm::RsaSsa,
-                None,
-                None,
-            ),
-        )?;
-        let ak_public_pem = rsa_public_pem(&created.out_public)?;
-        let ak_handle = tpm(
-            "AK load",
-            ak::load_ak(context, ek, None, created.out_private, created.out_public),
-        )?;
-        let quoted = (|| {
-            let slots: Vec<PcrSlot> = selection
-                .pcrs
-                .iter()
-                .map(|pcr| slot(*pcr).ok_or_else(|| TpmError::Selection(format!("PCR {pcr}"))))
-                .collect::<Result<_, _>>()?;
-            let list = tpm(
-                "PCR selection",
-                PcrSelectionListBuilder::new()
-                    .with_selection(selection.bank, &slots)
-                    .build(),
-            )?;
-            let data = tpm("nonce", Data::try_from(nonce.as_bytes().to_vec()))?;
-            let (attest, signature) = tpm(
-                "quote",
-                context.execute_with_nullauth_session(|context| {
-                    context.quote(ak_handle, data, SignatureScheme::Null, list.clone())
-                }),
-            )?;
-            let pcr_values = read_pcrs(context, selection)?;
-            Ok(Quote {
-                attest: tpm("marshalling TPMS_ATTEST", attest.marshall())?,
-                signature: tpm("marshalling TPMT_SIGNATURE", signature.marshall())?,
-                selection: selection.clone(),
-                pcr_values,
-                ak_public_pem,
-            })
-        })();
-        flush(context, &[ak_handle]);
-        quoted
-    })();
-    flush(context, &[ek]);
+    let keys = create_attestation_keys(context)?;
+    let result = quote_with(context, &keys, nonce, selection);
+    keys.flush(context);
     result
+}
+
+/// Quotes `selection` with `nonce`, signed by the loaded AK of `keys`.
+pub fn quote_with(
+    context: &mut Context,
+    keys: &AttestationKeys,
+    nonce: &Nonce,
+    selection: &PcrSelection,
+) -> Result<Quote, TpmError> {
+    let slots: Vec<PcrSlot> = selection
+        .pcrs
+        .iter()
+        .map(|pcr| slot(*pcr).ok_or_else(|| TpmError::Selection(format!("PCR {pcr}"))))
+        .collect::<Result<_, _>>()?;
+    let list = tpm(
+        "PCR selection",
+        PcrSelectionListBuilder::new()
+            .with_selection(selection.bank, &slots)
+            .build(),
+    )?;
+    let data = tpm("nonce", Data::try_from(nonce.as_bytes().to_vec()))?;
+    let (attest, signature) = tpm(
+        "quote",
+        context.execute_with_nullauth_session(|context| {
+            context.quote(keys.ak, data, SignatureScheme::Null, list.clone())
+        }),
+    )?;
+    let pcr_values = read_pcrs(context, selection)?;
+    Ok(Quote {
+        attest: tpm("marshalling TPMS_ATTEST", attest.marshall())?,
+        signature: tpm("marshalling TPMT_SIGNATURE", signature.marshall())?,
+        selection: selection.clone(),
+        pcr_values,
+        ak_public_pem: keys.ak_public_pem.clone(),
+    })
 }
 
 /// The PCR values file of `tpm2_quote -o` / `tpm2_checkquote -f`: tpm2-tools' in-memory
