@@ -11,6 +11,36 @@ use rsa::{BigUint, Oaep, RsaPublicKey};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
+/// The EK's public key, as the verifier needs it for MakeCredential and to match the EK
+/// certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EkPublic {
+    /// The RSA-2048 modulus (exponent 65537, the template's).
+    Rsa { modulus: Vec<u8> },
+    /// The P-256 point.
+    Ecc { x: Vec<u8>, y: Vec<u8> },
+}
+
+impl EkPublic {
+    /// A stable fingerprint of the key: SHA-256 over its kind and big-endian values. One device
+    /// identity is bound to each.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        match self {
+            Self::Rsa { modulus } => {
+                hasher.update(b"rsa");
+                hasher.update(modulus);
+            }
+            Self::Ecc { x, y } => {
+                hasher.update(b"ecc");
+                hasher.update(x);
+                hasher.update(y);
+            }
+        }
+        hasher.finalize().into()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum CredentialError {
@@ -57,10 +87,87 @@ fn kdfa(key: &[u8], label: &str, context_u: &[u8], context_v: &[u8], bits: u32) 
     out
 }
 
-/// Makes a credential for the AK named `ak_name`, protected by the RSA EK with `ek_modulus`
-/// (exponent 65537, the EK template's), using `rng` for the seed.
+/// KDFe with SHA-256 (Part 1 §11.4.10.3): `H(counter ‖ Z ‖ label ‖ NUL ‖ u ‖ v)`, 256 bits.
+fn kdfe(z: &[u8], label: &str, party_u: &[u8], party_v: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(1u32.to_be_bytes());
+    hasher.update(z);
+    hasher.update(label.as_bytes());
+    hasher.update([0]);
+    hasher.update(party_u);
+    hasher.update(party_v);
+    hasher.finalize().into()
+}
+
+/// An ECC coordinate as the TPM uses it for P-256: exactly 32 bytes, big-endian.
+fn coordinate(bytes: &[u8]) -> Result<[u8; 32], CredentialError> {
+    let significant = &bytes[bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len())..];
+    if significant.len() > 32 {
+        return Err(CredentialError::EkKey(format!(
+            "a {}-byte P-256 coordinate",
+            bytes.len()
+        )));
+    }
+    let mut out = [0u8; 32];
+    out[32 - significant.len()..].copy_from_slice(significant);
+    Ok(out)
+}
+
+/// The seed and its encryption to the EK: RSA-OAEP with label "IDENTITY", or for an ECC EK an
+/// ephemeral ECDH whose public point is the "encrypted" secret (Part 1 Annex B.10.3 / C.6.4).
+fn seed_for(
+    ek: &EkPublic,
+    rng: &mut (impl RngCore + rand::CryptoRng),
+) -> Result<([u8; 32], Vec<u8>), CredentialError> {
+    match ek {
+        EkPublic::Rsa { modulus } => {
+            let key = RsaPublicKey::new(BigUint::from_bytes_be(modulus), BigUint::from(65_537u32))
+                .map_err(|error| CredentialError::EkKey(error.to_string()))?;
+            if modulus.len() != 256 {
+                return Err(CredentialError::EkKey(format!(
+                    "{}-bit modulus",
+                    modulus.len() * 8
+                )));
+            }
+            let mut seed = [0u8; 32];
+            rng.fill_bytes(&mut seed);
+            let encrypted = key
+                .encrypt(rng, Oaep::new_with_label::<Sha256, _>("IDENTITY\0"), &seed)
+                .map_err(|error| CredentialError::Encrypt(error.to_string()))?;
+            Ok((seed, encrypted))
+        }
+        EkPublic::Ecc { x, y } => {
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            let (ek_x, ek_y) = (coordinate(x)?, coordinate(y)?);
+            let mut sec1 = vec![0x04];
+            sec1.extend_from_slice(&ek_x);
+            sec1.extend_from_slice(&ek_y);
+            let ek_point = p256::PublicKey::from_sec1_bytes(&sec1)
+                .map_err(|_| CredentialError::EkKey("not a point on P-256".into()))?;
+            let ephemeral = p256::ecdh::EphemeralSecret::random(rng);
+            let shared = ephemeral.diffie_hellman(&ek_point);
+            let point = ephemeral.public_key().to_encoded_point(false);
+            let (Some(u_x), Some(u_y)) = (point.x(), point.y()) else {
+                return Err(CredentialError::Encrypt(
+                    "ephemeral point at infinity".into(),
+                ));
+            };
+            let seed = kdfe(shared.raw_secret_bytes(), "IDENTITY", u_x, &ek_x);
+            // TPMS_ECC_POINT: two TPM2B_ECC_PARAMETERs.
+            let mut encrypted = Vec::with_capacity(68);
+            for part in [u_x.as_slice(), u_y.as_slice()] {
+                encrypted.extend_from_slice(&(part.len() as u16).to_be_bytes());
+                encrypted.extend_from_slice(part);
+            }
+            Ok((seed, encrypted))
+        }
+    }
+}
+
+/// Makes a credential for the AK named `ak_name`, protected by the EK `ek` (RSA-2048 or
+/// P-256 with the TCG default templates: AES-128-CFB and SHA-256), using `rng` for the seed.
 pub fn make_credential(
-    ek_modulus: &[u8],
+    ek: &EkPublic,
     ak_name: &[u8],
     credential: &[u8],
     rng: &mut (impl RngCore + rand::CryptoRng),
@@ -71,19 +178,7 @@ pub fn make_credential(
     if credential.is_empty() || credential.len() > 32 {
         return Err(CredentialError::Credential(credential.len()));
     }
-    let ek = RsaPublicKey::new(BigUint::from_bytes_be(ek_modulus), BigUint::from(65_537u32))
-        .map_err(|error| CredentialError::EkKey(error.to_string()))?;
-    if ek_modulus.len() != 256 {
-        return Err(CredentialError::EkKey(format!(
-            "{}-bit modulus",
-            ek_modulus.len() * 8
-        )));
-    }
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
-    let encrypted_secret = ek
-        .encrypt(rng, Oaep::new_with_label::<Sha256, _>("IDENTITY\0"), &seed)
-        .map_err(|error| CredentialError::Encrypt(error.to_string()))?;
+    let (seed, encrypted_secret) = seed_for(ek, rng)?;
 
     // The credential travels as a TPM2B_DIGEST, encrypted with AES-128-CFB (the EK template's
     // symmetric algorithm) under a key bound to the AK's name.
@@ -137,15 +232,26 @@ mod tests {
     #[test]
     fn refuses_bad_names_and_credentials() {
         let mut rng = rand::rngs::OsRng;
-        let modulus = [0xC5u8; 256];
+        let ek = EkPublic::Rsa {
+            modulus: vec![0xC5u8; 256],
+        };
         assert_eq!(
-            make_credential(&modulus, &[0; 10], b"x", &mut rng),
+            make_credential(&ek, &[0; 10], b"x", &mut rng),
             Err(CredentialError::AkName(10))
         );
         let name = object_name(b"public");
         assert_eq!(
-            make_credential(&modulus, &name, &[0; 33], &mut rng),
+            make_credential(&ek, &name, &[0; 33], &mut rng),
             Err(CredentialError::Credential(33))
         );
+        // A point that is not on the curve is refused before anything is encrypted to it.
+        let off_curve = EkPublic::Ecc {
+            x: vec![1; 32],
+            y: vec![2; 32],
+        };
+        assert!(matches!(
+            make_credential(&off_curve, &name, b"x", &mut rng),
+            Err(CredentialError::EkKey(_))
+        ));
     }
 }

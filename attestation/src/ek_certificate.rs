@@ -6,6 +6,8 @@
 use std::time::SystemTime;
 
 use thiserror::Error;
+
+use crate::credential::EkPublic;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -51,12 +53,12 @@ fn valid_at(certificate: &X509Certificate<'_>, now: SystemTime) -> bool {
 }
 
 /// Verifies `ek_certificate` (DER) up to one of `roots` through `intermediates`, at `now`, and
-/// that it certifies the RSA EK with `ek_modulus`. Returns the subjects from the EK to the root.
+/// that it certifies the EK `ek`. Returns the subjects from the EK to the root.
 pub fn verify_ek_certificate(
     ek_certificate: &[u8],
     intermediates: &[Vec<u8>],
     roots: &[Vec<u8>],
-    ek_modulus: &[u8],
+    ek: &EkPublic,
     now: SystemTime,
 ) -> Result<Vec<String>, EkCertificateError> {
     let leaf = parse(ek_certificate, "the EK certificate")?;
@@ -69,9 +71,21 @@ pub fn verify_ek_certificate(
         .map(|der| parse(der, "a manufacturer root"))
         .collect::<Result<_, _>>()?;
 
-    match leaf.public_key().parsed() {
-        Ok(PublicKey::RSA(key)) if strip_zeros(key.modulus) == strip_zeros(ek_modulus) => {}
-        _ => return Err(EkCertificateError::KeyMismatch),
+    let certified = match (leaf.public_key().parsed(), ek) {
+        (Ok(PublicKey::RSA(key)), EkPublic::Rsa { modulus }) => {
+            strip_zeros(key.modulus) == strip_zeros(modulus)
+        }
+        (Ok(PublicKey::EC(point)), EkPublic::Ecc { x, y }) => {
+            let data = point.data();
+            data.len() == 65
+                && data[0] == 0x04
+                && strip_zeros(&data[1..33]) == strip_zeros(x)
+                && strip_zeros(&data[33..]) == strip_zeros(y)
+        }
+        _ => false,
+    };
+    if !certified {
+        return Err(EkCertificateError::KeyMismatch);
     }
 
     let mut path = vec![leaf.subject().to_string()];

@@ -1,14 +1,18 @@
-//! Attestation evidence and its appraisal for Edgeward. Today: AMD SEV-SNP attestation reports,
-//! verified offline against AMD's bundled roots, and TPM quotes in tpm2-tools' formats.
-//! Registration, credential activation, device keys and the verifier service come with the rest
-//! of the attestation issue.
+//! Attestation for Edgeward: the device side of TPM 2.0 evidence (`tpm`), and the verifier's
+//! side without I/O: MakeCredential (`credential`), EK certificates, quote and certification
+//! appraisal (`quote`), the decisions of registration, attestation and certification
+//! (`verifier`) with their wire types (`api`), the device CA (`device_ca`), and AMD SEV-SNP
+//! reports verified offline (`snp`).
 //!
 //! Appraisal fails closed: every check either passes, fails with a reason, or is skipped because
 //! the policy says so explicitly, and the result lists each.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod credential;
+pub mod device_ca;
 pub mod ek_certificate;
 pub mod quote;
 pub mod snp;
 pub mod tpm;
+pub mod verifier;

@@ -384,3 +384,96 @@ pub fn appraise_certify(
     }
     Ok(CertifiedKey { x, y })
 }
+
+/// Why an AK's public area was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum AkError {
+    #[error("the AK's public area is malformed at byte {0}")]
+    Malformed(usize),
+    #[error("the AK is not an RSA-2048 RSASSA-SHA256 signing key with a SHA-256 name")]
+    WrongKeyType,
+    #[error("the AK's attributes {attributes:#010x} lack {missing}")]
+    Attributes {
+        attributes: u32,
+        missing: &'static str,
+    },
+    #[error("the AK's RSA key is unusable: {0}")]
+    Key(String),
+}
+
+/// A parsed AK: its RSA key and its name. Credential activation is made for the name, which
+/// covers the attributes, so once activated the TPM itself vouches that the key is restricted
+/// and never leaves it.
+#[derive(Debug, Clone)]
+pub struct AkPublic {
+    pub key: RsaPublicKey,
+    pub name: Vec<u8>,
+}
+
+/// Parses an AK's marshalled `TPMT_PUBLIC` and checks it is what a quote key must be: RSA-2048,
+/// RSASSA-SHA256, restricted, sign only, fixedTPM, fixedParent, made in the TPM.
+pub fn parse_ak_public(public: &[u8]) -> Result<AkPublic, AkError> {
+    let mut reader = Reader {
+        bytes: public,
+        position: 0,
+    };
+    let malformed = |reader: &Reader<'_>| AkError::Malformed(reader.position);
+    let key_type = reader.u16().map_err(|_| malformed(&reader))?;
+    let name_alg = reader.u16().map_err(|_| malformed(&reader))?;
+    let attributes = reader.u32().map_err(|_| malformed(&reader))?;
+    let _policy = reader.sized().map_err(|_| malformed(&reader))?;
+    // TPMS_RSA_PARMS: symmetric NULL, scheme RSASSA with SHA-256, 2048 bits, exponent.
+    let symmetric = reader.u16().map_err(|_| malformed(&reader))?;
+    let scheme = reader.u16().map_err(|_| malformed(&reader))?;
+    let scheme_hash = reader.u16().map_err(|_| malformed(&reader))?;
+    let bits = reader.u16().map_err(|_| malformed(&reader))?;
+    let exponent = reader.u32().map_err(|_| malformed(&reader))?;
+    let modulus = reader.sized().map_err(|_| malformed(&reader))?;
+    if reader.position != public.len() {
+        return Err(AkError::Malformed(reader.position));
+    }
+    if (key_type, name_alg, symmetric, scheme, scheme_hash, bits)
+        != (0x0001, ALG_SHA256, 0x0010, ALG_RSASSA, ALG_SHA256, 2048)
+        || modulus.len() != 256
+    {
+        return Err(AkError::WrongKeyType);
+    }
+    for (bit, set, what) in [
+        (attribute::FIXED_TPM, true, "fixedTPM"),
+        (attribute::FIXED_PARENT, true, "fixedParent"),
+        (
+            attribute::SENSITIVE_DATA_ORIGIN,
+            true,
+            "sensitiveDataOrigin (made in the TPM)",
+        ),
+        (attribute::RESTRICTED, true, "restricted"),
+        (attribute::SIGN, true, "sign"),
+        (attribute::DECRYPT, false, "the absence of decrypt"),
+    ] {
+        if (attributes & bit != 0) != set {
+            return Err(AkError::Attributes {
+                attributes,
+                missing: what,
+            });
+        }
+    }
+    let exponent = if exponent == 0 { 65_537 } else { exponent };
+    let key = RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&modulus),
+        rsa::BigUint::from(exponent),
+    )
+    .map_err(|error| AkError::Key(error.to_string()))?;
+    let mut name = vec![0x00, 0x0B];
+    name.extend_from_slice(&Sha256::digest(public));
+    Ok(AkPublic { key, name })
+}
+
+/// The SHA-256 digest of PCR values in selection order: what a quote's `pcrDigest` holds.
+pub fn pcr_digest<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for value in values {
+        hasher.update(value);
+    }
+    hasher.finalize().into()
+}

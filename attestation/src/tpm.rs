@@ -1,6 +1,7 @@
-//! TPM 2.0 evidence through tss-esapi: today the quote, with an AK made under the EK, and its
-//! export in the file formats of tpm2-tools so an independent tool can check it. Registration,
-//! credential activation, the device key and persistence come with the rest of the issue.
+//! The device side of TPM 2.0 attestation through tss-esapi: the EK (RSA-2048 or ECC P-256)
+//! and its certificate, an AK under it, ActivateCredential, quotes (also in the file formats of
+//! tpm2-tools, so an independent tool can check them), the device key certified by the AK, and
+//! key blobs that reload the same keys after a restart.
 //!
 //! The TPM is always real (a device or swtpm through the TCTI); handles are flushed on every
 //! path out.
@@ -34,6 +35,8 @@ pub enum TpmError {
     Nonce(usize),
     #[error("the AK public key cannot be exported: {0}")]
     PublicKey(String),
+    #[error("EK kind {0:?} is not rsa or ecc")]
+    EkKind(String),
 }
 
 /// A verifier's nonce, bound into the quote as qualifying data.
@@ -178,7 +181,7 @@ pub fn quote(
     nonce: &Nonce,
     selection: &PcrSelection,
 ) -> Result<Quote, TpmError> {
-    let keys = create_attestation_keys(context)?;
+    let keys = create_attestation_keys(context, EkKind::Rsa)?;
     let result = quote_with(context, &keys, nonce, selection);
     keys.flush(context);
     result
@@ -280,57 +283,154 @@ mod tests {
     }
 }
 
+/// Which endorsement key to use: the TCG default templates, RSA-2048 or ECC NIST P-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EkKind {
+    Rsa,
+    Ecc,
+}
+
+impl EkKind {
+    /// The NV index where manufacturers (and swtpm_setup) store this EK's certificate.
+    pub fn certificate_index(self) -> u32 {
+        match self {
+            Self::Rsa => RSA_EK_CERTIFICATE_INDEX,
+            Self::Ecc => ECC_EK_CERTIFICATE_INDEX,
+        }
+    }
+
+    fn selection(self) -> AsymmetricAlgorithmSelection {
+        match self {
+            Self::Rsa => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+            Self::Ecc => AsymmetricAlgorithmSelection::Ecc(
+                tss_esapi::interface_types::ecc::EccCurve::NistP256,
+            ),
+        }
+    }
+}
+
+impl FromStr for EkKind {
+    type Err = TpmError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "rsa" => Ok(Self::Rsa),
+            "ecc" => Ok(Self::Ecc),
+            other => Err(TpmError::EkKind(other.to_owned())),
+        }
+    }
+}
+
+pub use crate::credential::EkPublic;
+
+/// A key made by the TPM, in the form that reloads it: the marshalled `TPMT_PUBLIC` and the
+/// `TPM2B_PRIVATE` buffer, which only the TPM that made it (under the same parent) can load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBlob {
+    pub public: Vec<u8>,
+    pub private: Vec<u8>,
+}
+
 /// The EK and an AK under it, loaded; flush with [`AttestationKeys::flush`].
 #[derive(Debug)]
 pub struct AttestationKeys {
     pub ek: KeyHandle,
     pub ak: KeyHandle,
-    /// The EK's RSA modulus (exponent 65537), for MakeCredential.
-    pub ek_modulus: Vec<u8>,
+    pub ek_public: EkPublic,
     /// The AK's name (SHA-256), which the credential is bound to.
     pub ak_name: Vec<u8>,
     pub ak_public_pem: String,
+    /// The AK as a blob, to reload it after a restart instead of making a new one.
+    pub ak_blob: KeyBlob,
 }
 
 impl AttestationKeys {
     pub fn flush(self, context: &mut Context) {
         flush(context, &[self.ak, self.ek]);
     }
+
+    /// The EK's RSA modulus, when it is an RSA EK.
+    pub fn ek_modulus(&self) -> Option<&[u8]> {
+        match &self.ek_public {
+            EkPublic::Rsa { modulus } => Some(modulus),
+            EkPublic::Ecc { .. } => None,
+        }
+    }
 }
 
-/// Creates the RSA EK and an RSA-2048 restricted signing AK under it, both loaded.
-pub fn create_attestation_keys(context: &mut Context) -> Result<AttestationKeys, TpmError> {
+fn ek_public(context: &mut Context, ek: KeyHandle) -> Result<EkPublic, TpmError> {
+    let (public, _, _) = tpm("EK read", context.read_public(ek))?;
+    match &public {
+        Public::Rsa { unique, .. } => Ok(EkPublic::Rsa {
+            modulus: unique.value().to_vec(),
+        }),
+        Public::Ecc { unique, .. } => Ok(EkPublic::Ecc {
+            x: unique.x().value().to_vec(),
+            y: unique.y().value().to_vec(),
+        }),
+        _ => Err(TpmError::PublicKey("the EK is neither RSA nor ECC".into())),
+    }
+}
+
+/// Creates the EK of `kind` (the same key every time: it is derived from the TPM's endorsement
+/// seed) and an RSA-2048 restricted signing AK under it, both loaded.
+pub fn create_attestation_keys(
+    context: &mut Context,
+    kind: EkKind,
+) -> Result<AttestationKeys, TpmError> {
+    attestation_keys(context, kind, None)
+}
+
+/// Creates the EK of `kind` and loads the AK saved from an earlier [`create_attestation_keys`].
+/// Fails when the blob was not made under this TPM's EK.
+pub fn load_attestation_keys(
+    context: &mut Context,
+    kind: EkKind,
+    ak: &KeyBlob,
+) -> Result<AttestationKeys, TpmError> {
+    attestation_keys(context, kind, Some(ak))
+}
+
+fn attestation_keys(
+    context: &mut Context,
+    kind: EkKind,
+    saved: Option<&KeyBlob>,
+) -> Result<AttestationKeys, TpmError> {
+    use tss_esapi::structures::Private;
+    use tss_esapi::traits::UnMarshall;
     let ek = tpm(
         "EK creation",
-        ek::create_ek_object(
-            context,
-            tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
-            None,
-        ),
+        ek::create_ek_object_2(context, kind.selection(), None),
     )?;
     let result = (|| {
-        let (ek_public, _, _) = tpm("EK read", context.read_public(ek))?;
-        let Public::Rsa { unique, .. } = &ek_public else {
-            return Err(TpmError::PublicKey("the EK is not an RSA key".into()));
-        };
-        let ek_modulus = unique.value().to_vec();
-        let created = tpm(
-            "AK creation",
-            ak::create_ak_2(
-                context,
-                ek,
-                HashingAlgorithm::Sha256,
-                AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
-                SignatureSchemeAlgorithm::RsaSsa,
-                None,
-                None,
+        let ek_public = ek_public(context, ek)?;
+        let (public, private) = match saved {
+            Some(blob) => (
+                tpm("AK public blob", Public::unmarshall(&blob.public))?,
+                tpm("AK private blob", Private::try_from(blob.private.clone()))?,
             ),
-        )?;
-        let ak_public_pem = rsa_public_pem(&created.out_public)?;
-        let ak_handle = tpm(
-            "AK load",
-            ak::load_ak(context, ek, None, created.out_private, created.out_public),
-        )?;
+            None => {
+                let created = tpm(
+                    "AK creation",
+                    ak::create_ak_2(
+                        context,
+                        ek,
+                        HashingAlgorithm::Sha256,
+                        AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+                        SignatureSchemeAlgorithm::RsaSsa,
+                        None,
+                        None,
+                    ),
+                )?;
+                (created.out_public, created.out_private)
+            }
+        };
+        let ak_public_pem = rsa_public_pem(&public)?;
+        let ak_blob = KeyBlob {
+            public: tpm("marshalling the AK", public.marshall())?,
+            private: private.value().to_vec(),
+        };
+        let ak_handle = tpm("AK load", ak::load_ak(context, ek, None, private, public))?;
         let name = context
             .read_public(ak_handle)
             .map(|(_, name, _)| name.value().to_vec());
@@ -338,9 +438,10 @@ pub fn create_attestation_keys(context: &mut Context) -> Result<AttestationKeys,
             Ok(ak_name) => Ok(AttestationKeys {
                 ek,
                 ak: ak_handle,
-                ek_modulus,
+                ek_public,
                 ak_name,
                 ak_public_pem,
+                ak_blob,
             }),
             Err(source) => {
                 flush(context, &[ak_handle]);
@@ -355,6 +456,36 @@ pub fn create_attestation_keys(context: &mut Context) -> Result<AttestationKeys,
         flush(context, &[ek]);
     }
     result
+}
+
+/// Flushes transient objects a crashed process left loaded. A TPM reached without a resource
+/// manager (swtpm over TCP, /dev/tpm0) keeps them until it resets, and has only a few slots;
+/// through /dev/tpmrm0 this finds nothing. Returns how many were flushed.
+pub fn flush_leftover_objects(context: &mut Context) -> Result<usize, TpmError> {
+    use tss_esapi::constants::CapabilityType;
+    use tss_esapi::handles::TpmHandle;
+    use tss_esapi::structures::CapabilityData;
+    const TRANSIENT_FIRST: u32 = 0x8000_0000;
+    let (data, _) = tpm(
+        "listing loaded objects",
+        context.get_capability(CapabilityType::Handles, TRANSIENT_FIRST, 64),
+    )?;
+    let CapabilityData::Handles(handles) = data else {
+        return Ok(0);
+    };
+    let mut flushed = 0;
+    for handle in handles.into_inner() {
+        if !matches!(handle, TpmHandle::Transient(_)) {
+            continue;
+        }
+        let object = context.execute_without_session(|context| context.tr_from_tpm_public(handle));
+        if let Ok(object) = object {
+            if context.flush_context(object).is_ok() {
+                flushed += 1;
+            }
+        }
+    }
+    Ok(flushed)
 }
 
 /// TPM2_ActivateCredential: recovers the secret of a [`crate::credential::make_credential`]
@@ -427,20 +558,14 @@ pub fn activate_credential(
 
 /// The NV index where TPM manufacturers (and swtpm_setup) store the RSA-2048 EK certificate.
 pub const RSA_EK_CERTIFICATE_INDEX: u32 = 0x01C0_0002;
+/// The NV index of the ECC NIST P-256 EK certificate.
+pub const ECC_EK_CERTIFICATE_INDEX: u32 = 0x01C0_000A;
 
-/// Reads the RSA EK certificate (DER) from NV.
-pub fn read_ek_certificate(context: &mut Context) -> Result<Vec<u8>, TpmError> {
-    use tss_esapi::handles::NvIndexTpmHandle;
-    use tss_esapi::interface_types::resource_handles::NvAuth;
-    let index = tpm(
-        "EK certificate index",
-        NvIndexTpmHandle::new(RSA_EK_CERTIFICATE_INDEX),
-    )?;
+/// Reads the certificate (DER) of the EK of `kind` from NV.
+pub fn read_ek_certificate(context: &mut Context, kind: EkKind) -> Result<Vec<u8>, TpmError> {
     tpm(
         "reading the EK certificate from NV",
-        context.execute_with_nullauth_session(|context| {
-            tss_esapi::abstraction::nv::read_full(context, NvAuth::Owner, index)
-        }),
+        ek::retrieve_ek_pubcert(context, kind.selection()),
     )
 }
 
@@ -464,13 +589,36 @@ impl DeviceKey {
     }
 }
 
+impl DeviceKey {
+    /// The key as a blob, to reload it after a restart.
+    pub fn blob(&self) -> KeyBlob {
+        KeyBlob {
+            public: self.public.clone(),
+            private: self.private.clone(),
+        }
+    }
+}
+
 /// Creates the storage root key and the device key under it, and loads the device key. Needs
 /// two free object slots (a TPM without a resource manager has three: create the device key
 /// before loading the EK and AK).
 pub fn create_device_key(context: &mut Context) -> Result<DeviceKey, TpmError> {
+    device_key(context, None)
+}
+
+/// Loads a device key saved from [`create_device_key`] (the storage root key is derived from
+/// the owner seed, so it is the same after a restart).
+pub fn load_device_key(context: &mut Context, saved: &KeyBlob) -> Result<DeviceKey, TpmError> {
+    device_key(context, Some(saved))
+}
+
+fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKey, TpmError> {
     use tss_esapi::interface_types::ecc::EccCurve;
     use tss_esapi::interface_types::resource_handles::Hierarchy;
-    use tss_esapi::structures::{EccScheme, HashScheme, RsaExponent, SymmetricDefinitionObject};
+    use tss_esapi::structures::{
+        EccScheme, HashScheme, Private, RsaExponent, SymmetricDefinitionObject,
+    };
+    use tss_esapi::traits::UnMarshall;
     use tss_esapi::utils::{
         create_restricted_decryption_rsa_public, create_unrestricted_signing_ecc_public,
     };
@@ -491,31 +639,41 @@ pub fn create_device_key(context: &mut Context) -> Result<DeviceKey, TpmError> {
     )?
     .key_handle;
     let result = (|| {
-        let key_public = tpm(
-            "device key template",
-            create_unrestricted_signing_ecc_public(
-                EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
-                EccCurve::NistP256,
+        let (public, private) = match saved {
+            Some(blob) => (
+                tpm("device key public blob", Public::unmarshall(&blob.public))?,
+                tpm(
+                    "device key private blob",
+                    Private::try_from(blob.private.clone()),
+                )?,
             ),
-        )?;
-        let created = tpm(
-            "device key creation",
-            context.execute_with_nullauth_session(|context| {
-                context.create(srk, key_public, None, None, None, None)
-            }),
-        )?;
-        let public = tpm("marshalling the device key", created.out_public.marshall())?;
-        let private = created.out_private.value().to_vec();
+            None => {
+                let key_public = tpm(
+                    "device key template",
+                    create_unrestricted_signing_ecc_public(
+                        EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+                        EccCurve::NistP256,
+                    ),
+                )?;
+                let created = tpm(
+                    "device key creation",
+                    context.execute_with_nullauth_session(|context| {
+                        context.create(srk, key_public, None, None, None, None)
+                    }),
+                )?;
+                (created.out_public, created.out_private)
+            }
+        };
+        let marshalled = tpm("marshalling the device key", public.marshall())?;
+        let private_bytes = private.value().to_vec();
         let key = tpm(
             "device key load",
-            context.execute_with_nullauth_session(|context| {
-                context.load(srk, created.out_private, created.out_public)
-            }),
+            context.execute_with_nullauth_session(|context| context.load(srk, private, public)),
         )?;
         Ok(DeviceKey {
             key,
-            public,
-            private,
+            public: marshalled,
+            private: private_bytes,
         })
     })();
     flush(context, &[srk]);

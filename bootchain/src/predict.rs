@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
+use serde::{Deserialize, Serialize};
+
+use crate::eventlog::EventType;
 use crate::pe::{PeError, PeImage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -115,56 +118,98 @@ pub fn signature_list(kind: &[u8; 16], owner: &[u8; 16], data: &[u8]) -> Vec<u8>
     out
 }
 
+/// One event a PCR is expected to receive, in order: what the verifier compares a device's log
+/// with, so that a refusal can name the first event that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedEvent {
+    /// The TCG event type's name (`EV_EFI_ACTION`, …).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// SHA-256 digest extended into the PCR, hex.
+    pub digest: String,
+    /// What the event measures, for people reading a refusal.
+    pub what: String,
+}
+
+impl ExpectedEvent {
+    fn new(event_type: EventType, digest: [u8; 32], what: impl Into<String>) -> Self {
+        Self {
+            event_type: event_type.name(),
+            digest: hex::encode(digest),
+            what: what.into(),
+        }
+    }
+}
+
+/// The PCR value a sequence of expected events produces.
+pub fn fold(events: &[ExpectedEvent]) -> Option<[u8; 32]> {
+    let digests: Vec<[u8; 32]> = events
+        .iter()
+        .map(|event| hex::decode(&event.digest).ok()?.try_into().ok())
+        .collect::<Option<_>>()?;
+    Some(extend_all(&digests))
+}
+
 /// PCR 4 (docs/boot-chain.md, "PCR 4"): the boot-option action, the separator, the signed UKI.
-pub fn pcr4(signed_uki: &[u8]) -> Result<[u8; 32], PredictError> {
+pub fn pcr4_events(signed_uki: &[u8]) -> Result<Vec<ExpectedEvent>, PredictError> {
     let image = PeImage::parse(signed_uki)?;
-    Ok(extend_all(&[
-        sha256(b"Calling EFI Application from Boot Option"),
-        sha256(&[0; 4]),
-        image.authenticode_sha256()?,
-    ]))
+    Ok(vec![
+        ExpectedEvent::new(
+            EventType::EFI_ACTION,
+            sha256(b"Calling EFI Application from Boot Option"),
+            "boot option action",
+        ),
+        ExpectedEvent::new(EventType::SEPARATOR, sha256(&[0; 4]), "separator"),
+        ExpectedEvent::new(
+            EventType::EFI_BOOT_SERVICES_APPLICATION,
+            image.authenticode_sha256()?,
+            "the signed UKI (Authenticode SHA-256)",
+        ),
+    ])
+}
+
+/// PCR 4's value.
+pub fn pcr4(signed_uki: &[u8]) -> Result<[u8; 32], PredictError> {
+    let events = pcr4_events(signed_uki)?;
+    Ok(fold(&events).unwrap_or_default())
 }
 
 /// PCR 7 (docs/boot-chain.md, "PCR 7"): SecureBoot, PK, KEK, db, the placeholder dbx, the
 /// separator, then the db certificate that verified the UKI.
-pub fn pcr7(keys: &SecureBootKeys) -> [u8; 32] {
+pub fn pcr7_events(keys: &SecureBootKeys) -> Vec<ExpectedEvent> {
     let x509 = |der: &[u8]| signature_list(&EFI_CERT_X509, &keys.owner, der);
     let dbx = signature_list(&EFI_CERT_SHA256, &VIRT_FW_DBX_OWNER, &sha256(b""));
     let mut authority = keys.owner.to_vec();
     authority.extend_from_slice(&keys.db);
-    extend_all(&[
-        sha256(&uefi_variable_data(
-            &EFI_GLOBAL_VARIABLE,
-            "SecureBoot",
-            &[1],
-        )),
-        sha256(&uefi_variable_data(
-            &EFI_GLOBAL_VARIABLE,
-            "PK",
-            &x509(&keys.pk),
-        )),
-        sha256(&uefi_variable_data(
-            &EFI_GLOBAL_VARIABLE,
-            "KEK",
-            &x509(&keys.kek),
-        )),
-        sha256(&uefi_variable_data(
-            &EFI_IMAGE_SECURITY_DATABASE,
-            "db",
-            &x509(&keys.db),
-        )),
-        sha256(&uefi_variable_data(
-            &EFI_IMAGE_SECURITY_DATABASE,
-            "dbx",
-            &dbx,
-        )),
-        sha256(&[0; 4]),
-        sha256(&uefi_variable_data(
-            &EFI_IMAGE_SECURITY_DATABASE,
-            "db",
-            &authority,
-        )),
-    ])
+    let config = |vendor: &[u8; 16], name: &str, data: &[u8]| {
+        ExpectedEvent::new(
+            EventType::EFI_VARIABLE_DRIVER_CONFIG,
+            sha256(&uefi_variable_data(vendor, name, data)),
+            format!("Secure Boot variable {name}"),
+        )
+    };
+    vec![
+        config(&EFI_GLOBAL_VARIABLE, "SecureBoot", &[1]),
+        config(&EFI_GLOBAL_VARIABLE, "PK", &x509(&keys.pk)),
+        config(&EFI_GLOBAL_VARIABLE, "KEK", &x509(&keys.kek)),
+        config(&EFI_IMAGE_SECURITY_DATABASE, "db", &x509(&keys.db)),
+        config(&EFI_IMAGE_SECURITY_DATABASE, "dbx", &dbx),
+        ExpectedEvent::new(EventType::SEPARATOR, sha256(&[0; 4]), "separator"),
+        ExpectedEvent::new(
+            EventType::EFI_VARIABLE_AUTHORITY,
+            sha256(&uefi_variable_data(
+                &EFI_IMAGE_SECURITY_DATABASE,
+                "db",
+                &authority,
+            )),
+            "the db certificate that verified the UKI",
+        ),
+    ]
+}
+
+/// PCR 7's value.
+pub fn pcr7(keys: &SecureBootKeys) -> [u8; 32] {
+    fold(&pcr7_events(keys)).unwrap_or_default()
 }
 
 /// The command line as the kernel's EFI stub measures it: control characters become spaces and
@@ -178,13 +223,23 @@ pub fn mangle_cmdline(cmdline: &str) -> String {
 }
 
 /// PCR 9 (docs/boot-chain.md, "PCR 9"): the UTF-16LE command line with its NUL, then the initrd.
-pub fn pcr9(cmdline: &str, initrd: &[u8]) -> [u8; 32] {
-    let mut utf16: Vec<u8> = mangle_cmdline(cmdline)
-        .encode_utf16()
-        .flat_map(u16::to_le_bytes)
-        .collect();
+pub fn pcr9_events(cmdline: &str, initrd: &[u8]) -> Vec<ExpectedEvent> {
+    let mangled = mangle_cmdline(cmdline);
+    let mut utf16: Vec<u8> = mangled.encode_utf16().flat_map(u16::to_le_bytes).collect();
     utf16.extend_from_slice(&[0, 0]);
-    extend_all(&[sha256(&utf16), sha256(initrd)])
+    vec![
+        ExpectedEvent::new(
+            EventType::EVENT_TAG,
+            sha256(&utf16),
+            format!("kernel command line {mangled:?}"),
+        ),
+        ExpectedEvent::new(EventType::EVENT_TAG, sha256(initrd), "the initrd"),
+    ]
+}
+
+/// PCR 9's value.
+pub fn pcr9(cmdline: &str, initrd: &[u8]) -> [u8; 32] {
+    fold(&pcr9_events(cmdline, initrd)).unwrap_or_default()
 }
 
 /// The sections systemd-stub 252 measures into PCR 11, in its order.
@@ -194,8 +249,8 @@ pub const PCR11_SECTIONS: [&str; 7] = [
 
 /// PCR 11 (docs/boot-chain.md, "PCR 11"): for each present section, its name with a NUL, then
 /// its contents.
-pub fn pcr11(uki: &PeImage<'_>) -> Result<[u8; 32], PredictError> {
-    let mut digests = Vec::new();
+pub fn pcr11_events(uki: &PeImage<'_>) -> Result<Vec<ExpectedEvent>, PredictError> {
+    let mut events = Vec::new();
     for name in PCR11_SECTIONS {
         let Some(contents) = uki.section(name) else {
             continue;
@@ -206,17 +261,31 @@ pub fn pcr11(uki: &PeImage<'_>) -> Result<[u8; 32], PredictError> {
         }
         let mut label = name.as_bytes().to_vec();
         label.push(0);
-        digests.push(sha256(&label));
-        digests.push(sha256(contents));
+        events.push(ExpectedEvent::new(
+            EventType::IPL,
+            sha256(&label),
+            format!("UKI section name {name}"),
+        ));
+        events.push(ExpectedEvent::new(
+            EventType::IPL,
+            sha256(contents),
+            format!("UKI section {name}"),
+        ));
     }
-    Ok(extend_all(&digests))
+    Ok(events)
 }
 
-/// Every PCR the verifier checks, predicted from the signed UKI and the enrolled keys.
-pub fn predict(
+/// PCR 11's value.
+pub fn pcr11(uki: &PeImage<'_>) -> Result<[u8; 32], PredictError> {
+    Ok(fold(&pcr11_events(uki)?).unwrap_or_default())
+}
+
+/// Every PCR the verifier checks, predicted from the signed UKI and the enrolled keys, as the
+/// events each receives (PCR 12 and 13 receive none).
+pub fn predict_events(
     signed_uki: &[u8],
     keys: &SecureBootKeys,
-) -> Result<BTreeMap<u32, [u8; 32]>, PredictError> {
+) -> Result<BTreeMap<u32, Vec<ExpectedEvent>>, PredictError> {
     let uki = PeImage::parse(signed_uki)?;
     let cmdline = uki
         .section(".cmdline")
@@ -226,15 +295,27 @@ pub fn predict(
         .section(".initrd")
         .ok_or(PredictError::MissingSection(".initrd"))??;
     let mut pcrs = BTreeMap::new();
-    pcrs.insert(4, pcr4(signed_uki)?);
-    pcrs.insert(7, pcr7(keys));
-    pcrs.insert(9, pcr9(cmdline, initrd));
-    pcrs.insert(11, pcr11(&uki)?);
+    pcrs.insert(4, pcr4_events(signed_uki)?);
+    pcrs.insert(7, pcr7_events(keys));
+    pcrs.insert(9, pcr9_events(cmdline, initrd));
+    pcrs.insert(11, pcr11_events(&uki)?);
     // systemd-stub 252 measures into PCR 12 and 13 only what comes from outside the signed UKI
     // (overriding command lines, credentials, system extensions): they must stay zero.
-    pcrs.insert(12, [0; 32]);
-    pcrs.insert(13, [0; 32]);
+    pcrs.insert(12, Vec::new());
+    pcrs.insert(13, Vec::new());
     Ok(pcrs)
+}
+
+/// Every PCR the verifier checks, predicted: the values of [`predict_events`] (zero for a PCR
+/// without events).
+pub fn predict(
+    signed_uki: &[u8],
+    keys: &SecureBootKeys,
+) -> Result<BTreeMap<u32, [u8; 32]>, PredictError> {
+    Ok(predict_events(signed_uki, keys)?
+        .into_iter()
+        .map(|(pcr, events)| (pcr, fold(&events).unwrap_or_default()))
+        .collect())
 }
 
 #[cfg(test)]

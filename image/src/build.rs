@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use edgeward_bootchain::predict::{predict, PredictError, SecureBootKeys};
+use edgeward_bootchain::predict::{fold, predict_events, PredictError, SecureBootKeys};
 use flate2::{Compression, GzBuilder};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -695,10 +695,15 @@ pub fn build(
         kek: keys.certificate_der("KEK")?,
         db: keys.certificate_der("db")?,
     };
-    let pcrs = predict(&signed, &secure_boot)?;
-    let pcr_json: BTreeMap<String, String> = pcrs
+    let events = predict_events(&signed, &secure_boot)?;
+    let pcr_json: BTreeMap<String, String> = events
         .iter()
-        .map(|(index, value)| (index.to_string(), hex::encode(value)))
+        .map(|(index, events)| {
+            (
+                index.to_string(),
+                hex::encode(fold(events).unwrap_or_default()),
+            )
+        })
         .collect();
     let stub_bytes = read(&options.stub)?;
     let mut inputs = BTreeMap::new();
@@ -713,7 +718,7 @@ pub fn build(
         inputs.insert(name, sha256_hex(&keys.certificate_der(name)?));
     }
     let manifest = json!({
-        "format": 1,
+        "format": edgeward_bootchain::manifest::FORMAT,
         "image_version": options.image_version,
         "kernel": {"package": kernel.package, "version": kernel.version, "release": kernel.release},
         "stub": {"package": "systemd-boot-efi", "version": package_version("systemd-boot-efi")},
@@ -722,6 +727,7 @@ pub fn build(
         "inputs": inputs,
         "outputs": {"uki.efi": sha256_hex(&signed)},
         "pcrs": {"sha256": pcr_json},
+        "events": events,
     });
     sign_manifest(&options.out, &manifest, &keys.release_key()?)?;
     let _ = std::fs::remove_dir_all(&work);

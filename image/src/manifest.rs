@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
+use edgeward_bootchain::manifest::{verify, ReferenceValues, ReleaseKey};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -21,10 +22,8 @@ pub enum ManifestError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("the manifest signature does not verify with the release key")]
-    BadSignature,
-    #[error("the manifest signature file is not 64 bytes of hex")]
-    MalformedSignature,
+    #[error(transparent)]
+    Reference(#[from] edgeward_bootchain::manifest::ManifestError),
     #[error("the manifest is not JSON: {0}")]
     NotJson(String),
 }
@@ -55,20 +54,19 @@ pub fn sign_manifest(
     Ok(())
 }
 
-/// Reads `DIR/manifest.json` after checking its signature against the raw Ed25519 public key.
-pub fn verify_manifest(dir: &Path, public_key: &[u8]) -> Result<Value, ManifestError> {
+/// Reads `DIR/manifest.json` after checking its signature against the raw Ed25519 public key
+/// (the checks of [`edgeward_bootchain::manifest::verify`]).
+pub fn verify_manifest(
+    dir: &Path,
+    public_key: &ReleaseKey,
+) -> Result<ReferenceValues, ManifestError> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|source| ManifestError::Read { path, source })
     };
-    let text = read("manifest.json")?;
-    let signature = hex::decode(String::from_utf8_lossy(&read("manifest.json.sig")?).trim())
-        .map_err(|_| ManifestError::MalformedSignature)?;
-    if signature.len() != 64 {
-        return Err(ManifestError::MalformedSignature);
-    }
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&text, &signature)
-        .map_err(|_| ManifestError::BadSignature)?;
-    serde_json::from_slice(&text).map_err(|error| ManifestError::NotJson(error.to_string()))
+    Ok(verify(
+        &read("manifest.json")?,
+        &read("manifest.json.sig")?,
+        public_key,
+    )?)
 }

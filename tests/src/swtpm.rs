@@ -100,3 +100,192 @@ impl Drop for Swtpm {
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }
+
+/// What a TPM manufacturer ships with its TPMs: the root and the intermediate that issue EK
+/// certificates, as PEM files.
+#[derive(Debug, Clone)]
+pub struct Manufacturer {
+    pub root: PathBuf,
+    pub intermediate: PathBuf,
+}
+
+impl Manufacturer {
+    /// swtpm's local CA, which `swtpm_setup --create-ek-cert` uses for the RSA EK certificate.
+    pub fn swtpm_localca() -> Self {
+        let ca = std::path::Path::new("/var/lib/swtpm-localca");
+        Self {
+            root: ca.join("swtpm-localca-rootca-cert.pem"),
+            intermediate: ca.join("issuercert.pem"),
+        }
+    }
+
+    /// The root and intermediate, DER.
+    pub fn der(&self) -> (Vec<u8>, Vec<u8>) {
+        let read = |path: &std::path::Path| {
+            let text = std::fs::read(path).expect("CA certificate is readable");
+            pem::parse(text).expect("PEM").contents().to_vec()
+        };
+        (read(&self.root), read(&self.intermediate))
+    }
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A manufacturer for ECC P-256 EKs, made with openssl: swtpm_setup 0.7 certifies only a P-384
+/// ECC EK (NV 0x01C00016), so tests put a P-256 EK certificate where TPM vendors do
+/// (NV 0x01C0000A), issued by this CA.
+pub struct EccManufacturer {
+    dir: PathBuf,
+    pub ca: Manufacturer,
+}
+
+impl EccManufacturer {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "edgeward-ecc-manufacturer-{}-{}",
+            std::process::id(),
+            crate::pypmu::free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("manufacturer directory");
+        let file = |name: &str| dir.join(name);
+        run(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+                .args(["-subj", "/O=Edgeward Test TPM Vendor/CN=ECC EK Root CA"])
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-keyout")
+                .arg(file("root.key"))
+                .arg("-out")
+                .arg(file("root.pem")),
+            "openssl (manufacturer root)",
+        );
+        run(
+            Command::new("openssl")
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes"])
+                .args(["-subj", "/O=Edgeward Test TPM Vendor/CN=ECC EK Issuing CA"])
+                .arg("-keyout")
+                .arg(file("issuer.key"))
+                .arg("-out")
+                .arg(file("issuer.csr")),
+            "openssl (manufacturer intermediate request)",
+        );
+        std::fs::write(
+            file("ca.ext"),
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+        )
+        .expect("extensions file");
+        run(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "30", "-in"])
+                .arg(file("issuer.csr"))
+                .arg("-CA")
+                .arg(file("root.pem"))
+                .arg("-CAkey")
+                .arg(file("root.key"))
+                .arg("-extfile")
+                .arg(file("ca.ext"))
+                .arg("-out")
+                .arg(file("issuer.pem")),
+            "openssl (manufacturer intermediate)",
+        );
+        Self {
+            ca: Manufacturer {
+                root: file("root.pem"),
+                intermediate: file("issuer.pem"),
+            },
+            dir,
+        }
+    }
+
+    /// Makes `tpm`'s P-256 EK (the TCG default template), certifies it and stores the DER
+    /// certificate in NV 0x01C0000A as a TPM vendor does.
+    pub fn certify_ek(&self, tpm: &Swtpm) {
+        let work = self.dir.join(format!("tpm-{}", tpm.port));
+        std::fs::create_dir_all(&work).expect("directory");
+        let tools = |args: &[&str], what: &str| {
+            run(
+                Command::new(args[0])
+                    .args(&args[1..])
+                    .env("TPM2TOOLS_TCTI", tpm.tcti())
+                    .current_dir(&work),
+                what,
+            )
+        };
+        tools(
+            &[
+                "tpm2_createek",
+                "-G",
+                "ecc",
+                "-c",
+                "ek.ctx",
+                "-u",
+                "ek.pem",
+                "-f",
+                "pem",
+            ],
+            "tpm2_createek",
+        );
+        tools(&["tpm2_flushcontext", "-t"], "tpm2_flushcontext");
+        std::fs::write(
+            work.join("ek.ext"),
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,keyAgreement\n",
+        )
+        .expect("extensions file");
+        run(
+            Command::new("openssl")
+                .args(["x509", "-new", "-days", "30", "-subj", "/CN=swtpm P-256 EK"])
+                .args(["-force_pubkey", "ek.pem", "-CA"])
+                .arg(&self.ca.intermediate)
+                .arg("-CAkey")
+                .arg(self.dir.join("issuer.key"))
+                .args(["-extfile", "ek.ext", "-outform", "DER", "-out", "ek.der"])
+                .current_dir(&work),
+            "openssl (EK certificate)",
+        );
+        let size = std::fs::metadata(work.join("ek.der"))
+            .expect("EK certificate")
+            .len()
+            .to_string();
+        tools(
+            &[
+                "tpm2_nvdefine",
+                "0x01c0000a",
+                "-C",
+                "p",
+                "-s",
+                &size,
+                "-a",
+                "ppwrite|ppread|ownerread|authread|no_da|platformcreate",
+            ],
+            "tpm2_nvdefine",
+        );
+        tools(
+            &["tpm2_nvwrite", "0x01c0000a", "-C", "p", "-i", "ek.der"],
+            "tpm2_nvwrite",
+        );
+    }
+}
+
+impl Default for EccManufacturer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for EccManufacturer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

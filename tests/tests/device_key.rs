@@ -3,7 +3,9 @@
 //! TPM's AK, and the attributes of a key that cannot leave the TPM.
 
 use edgeward_attestation::quote::{appraise_certify, DeviceKeyError, QuoteError};
-use edgeward_attestation::tpm::{certify, create_attestation_keys, create_device_key, open, Nonce};
+use edgeward_attestation::tpm::{
+    certify, create_attestation_keys, create_device_key, open, EkKind, Nonce,
+};
 use edgeward_tests::swtpm::Swtpm;
 use rsa::pkcs8::DecodePublicKey;
 
@@ -14,7 +16,7 @@ fn the_ak_certifies_a_device_key_that_never_leaves_the_tpm() {
     let mut context = open(&device.tcti()).expect("swtpm opens");
     // swtpm over TCP has no resource manager and three object slots: the device key first.
     let key = create_device_key(&mut context).expect("device key");
-    let keys = create_attestation_keys(&mut context).expect("EK and AK");
+    let keys = create_attestation_keys(&mut context, EkKind::Rsa).expect("EK and AK");
     let ak = rsa::RsaPublicKey::from_public_key_pem(&keys.ak_public_pem).expect("AK PEM");
     let nonce = Nonce::new(b"certify nonce 01".to_vec()).expect("valid");
     let (attest, signature) = certify(&mut context, &keys, &key, &nonce).expect("certify");
@@ -50,7 +52,7 @@ fn the_ak_certifies_a_device_key_that_never_leaves_the_tpm() {
     );
 
     // Another TPM's AK did not certify it.
-    let other_keys = create_attestation_keys(&mut other_context).expect("EK and AK");
+    let other_keys = create_attestation_keys(&mut other_context, EkKind::Rsa).expect("EK and AK");
     let other_ak = rsa::RsaPublicKey::from_public_key_pem(&other_keys.ak_public_pem).expect("PEM");
     assert_eq!(
         appraise_certify(

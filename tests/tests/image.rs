@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
+use edgeward_bootchain::manifest::{find_match, EventDifference, ReleaseKey};
 use edgeward_image::manifest::{verify_manifest, ManifestError};
 use edgeward_tests::qemu::{self, BootOutcome};
 use edgeward_tests::{agent_binary, run_edgeward, workspace_root};
@@ -154,13 +155,11 @@ fn measured_boot_image_end_to_end() {
     eprintln!("signed UKI: {uki_len} bytes");
 
     // The manifest is signed by the release key, and only that key.
-    let public = hex::decode(
-        std::fs::read_to_string(image.join("release.pub.raw"))
-            .expect("public key")
-            .trim(),
+    let public = ReleaseKey::from_hex(
+        &std::fs::read_to_string(image.join("release.pub.raw")).expect("public key"),
     )
     .expect("hex");
-    verify_manifest(&image, &public).expect("the manifest verifies");
+    let reference = verify_manifest(&image, &public).expect("the manifest verifies");
     let tampered = dir.join("tampered");
     std::fs::create_dir_all(&tampered).expect("dir");
     let text = std::fs::read_to_string(image.join("manifest.json")).expect("manifest");
@@ -176,7 +175,9 @@ fn measured_boot_image_end_to_end() {
     .expect("copy");
     assert!(matches!(
         verify_manifest(&tampered, &public),
-        Err(ManifestError::BadSignature)
+        Err(ManifestError::Reference(
+            edgeward_bootchain::manifest::ManifestError::BadSignature
+        ))
     ));
 
     // The prediction from the image directory is the manifest's, and PCR 11 is systemd's.
@@ -243,6 +244,47 @@ fn measured_boot_image_end_to_end() {
     }
     // PCR 10 is IMA's, measured by the kernel and not in the firmware log.
     assert!(!bank.contains_key(&PcrIndex::new(10).expect("valid")));
+
+    // The verifier's manifest match on the live boot: the log matches the signed manifest event
+    // for event (types and digests, not only the values).
+    let parsed = parse(&log).expect("parses");
+    let manifests = [reference];
+    let matched = find_match(&parsed, &replayed, &manifests).expect("the live boot matches");
+    assert_eq!(matched.image_version, manifests[0].image_version);
+    for (pcr, events) in &manifests[0].events {
+        let live: Vec<_> = parsed
+            .events
+            .iter()
+            .filter(|event| event.pcr.get() == *pcr && event.event_type.0 != 3)
+            .map(|event| event.event_type.name())
+            .collect();
+        let predicted: Vec<_> = events
+            .iter()
+            .map(|event| event.event_type.clone())
+            .collect();
+        assert_eq!(live, predicted, "PCR {pcr}: event types");
+    }
+    // A log whose UKI event was altered: the refusal names PCR 4 and that event.
+    let uki_event = parsed
+        .events
+        .iter()
+        .position(|event| event.pcr.get() == 4 && event.event_type.name().ends_with("APPLICATION"))
+        .expect("the UKI's event");
+    let mut tampered_log = parsed.clone();
+    for digest in &mut tampered_log.events[uki_event].digests {
+        digest.bytes[0] ^= 0x01;
+    }
+    let tampered_replay = replay(&tampered_log).expect("replays");
+    let refusal = find_match(&tampered_log, &tampered_replay, &manifests)
+        .expect_err("an altered UKI event does not match");
+    let differences = &refusal.comparisons[0].differences;
+    assert_eq!(differences.len(), 1, "{refusal}");
+    assert_eq!(differences[0].pcr, 4);
+    assert!(
+        matches!(&differences[0].event, EventDifference::Differs { log_index, .. } if *log_index == tampered_log.events[uki_event].index),
+        "{refusal}"
+    );
+    eprintln!("refusal of an altered log: {refusal}");
 
     // The firmware refuses what the owner did not sign.
     let variants = dir.join("variants");
