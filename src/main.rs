@@ -5,6 +5,7 @@ mod c37118_cmd;
 mod eventlog_cmd;
 mod image_cmd;
 mod sev_cmd;
+mod verifier;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -40,11 +41,15 @@ enum Command {
     /// AMD SEV-SNP attestation evidence.
     #[command(subcommand)]
     Sev(sev_cmd::SevCommand),
+    /// The attestation verifier and device CA: serve, list, deny.
+    #[command(subcommand)]
+    Verifier(verifier::VerifierCommand),
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGEWARD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -75,5 +80,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Image(command) => image_cmd::image(command),
         Command::Bootchain(command) => image_cmd::bootchain(command),
         Command::Sev(command) => sev_cmd::run(command),
+        Command::Verifier(command) => verifier::run(command),
     }
 }

@@ -4,9 +4,11 @@
 //! Today it reads the substation's PMU streams and reports what it receives; later issues give
 //! it attestation, signing and forwarding.
 
+mod attest;
 mod config;
 mod init;
 mod streams;
+mod verifier_client;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +37,40 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         duration: Option<u64>,
     },
+    /// Register with the verifier, attest, and get the device certificate for the TPM-held key.
+    Attest {
+        /// The verifier, https://HOST:PORT.
+        #[arg(long)]
+        verifier: String,
+        /// The CA of the verifier's TLS certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// The TPM: device:/dev/tpmrm0 or swtpm:host=H,port=P.
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tcti: String,
+        /// Which EK to register with: rsa (RSA-2048) or ecc (P-256).
+        #[arg(long, default_value = "rsa")]
+        ek: edgeward_attestation::tpm::EkKind,
+        /// The device identity to ask for (default: derived from the EK).
+        #[arg(long)]
+        device: Option<String>,
+        /// Where key blobs and the registration are kept across restarts.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/edgeward/attestation"
+        )]
+        state: PathBuf,
+        /// Where device.crt and device-ca-chain.crt are written.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/edgeward/pki")]
+        out: PathBuf,
+        /// The firmware event log.
+        #[arg(long, value_name = "FILE", default_value = attest::EVENT_LOG)]
+        event_log: PathBuf,
+        /// Keep running: renew before expiry, re-attest on SIGHUP.
+        #[arg(long)]
+        daemon: bool,
+    },
     /// Quote PCRs with an AK made under the EK, and write the quote in tpm2-tools' formats
     /// (quote.msg, quote.sig, quote.pcrs, ak.pub.pem) for `tpm2_checkquote`.
     Quote {
@@ -62,6 +98,7 @@ fn main() -> std::process::ExitCode {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGEWARD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -100,6 +137,47 @@ fn run(cli: Cli) -> Result<()> {
             pcrs,
             out,
         } => quote(&tcti, &nonce, &pcrs, &out),
+        Command::Attest {
+            verifier,
+            ca,
+            tcti,
+            ek,
+            device,
+            state,
+            out,
+            event_log,
+            daemon,
+        } => {
+            let options = attest::Options {
+                verifier,
+                ca,
+                tcti,
+                ek,
+                device,
+                state,
+                out,
+                event_log,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            if daemon {
+                runtime.block_on(attest::daemon(options))
+            } else {
+                let outcome = runtime.block_on(attest::attest_once(&options))?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "device": outcome.device,
+                        "certificate": options.out.join("device.crt"),
+                        "not_after": outcome.not_after,
+                        "attested_until": outcome.attested_until,
+                    })
+                );
+                Ok(())
+            }
+        }
     }
 }
 

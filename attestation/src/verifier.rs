@@ -375,6 +375,14 @@ fn seconds(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// The identity a registration asks for: the one it names, else the one derived from its EK.
+pub fn identity_of(request: &RegisterRequest) -> Result<DeviceId, Refusal> {
+    match &request.device {
+        Some(name) => DeviceId::new(name),
+        None => Ok(DeviceId::from_ek(&request.ek.clone().into())),
+    }
+}
+
 /// Registration: checks the EK certificate and the AK, binds the identity to the EK, and makes
 /// the credential challenge. `existing` is the record of the requested identity, if any;
 /// `ek_owner` the identity already bound to this EK, if any. Returns the record to store.
@@ -388,18 +396,7 @@ pub fn register(
 ) -> Result<(DeviceRecord, RegisterResponse), Refusal> {
     let ek: EkPublic = request.ek.clone().into();
     let fingerprint = hex::encode(ek.fingerprint());
-    let id = match &request.device {
-        Some(name) => DeviceId::new(name)?,
-        None => DeviceId::from_ek(&ek),
-    };
-    if let Some(owner) = &ek_owner {
-        if *owner != id {
-            return Err(Refusal::EkTaken {
-                device: owner.to_string(),
-                ek: fingerprint,
-            });
-        }
-    }
+    let id = identity_of(&request)?;
     if let Some(record) = &existing {
         if record.ek_fingerprint != fingerprint {
             return Err(Refusal::IdentityTaken {
@@ -409,6 +406,14 @@ pub fn register(
             });
         }
         record.refuse_if_denied()?;
+    }
+    if let Some(owner) = &ek_owner {
+        if *owner != id {
+            return Err(Refusal::EkTaken {
+                device: owner.to_string(),
+                ek: fingerprint,
+            });
+        }
     }
     let mut intermediates = policy.ek_intermediates.clone();
     intermediates.extend(request.ek_intermediates.iter().map(|der| der.0.clone()));

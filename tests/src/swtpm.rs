@@ -289,3 +289,41 @@ impl Drop for EccManufacturer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl Swtpm {
+    /// Extends every SHA-256 digest of a TCG event log into this TPM's PCRs, in log order, with
+    /// tpm2-tools: afterwards the TPM holds what a machine that booted with this log holds, and
+    /// its quotes are real quotes of those values.
+    pub fn extend_log(&self, log: &[u8]) {
+        use edgeward_bootchain::eventlog::{parse, EventType, HashAlgorithm};
+        let parsed = parse(log).expect("the event log parses");
+        let specs: Vec<String> = parsed
+            .events
+            .iter()
+            .filter(|event| event.event_type != EventType::NO_ACTION)
+            .filter_map(|event| {
+                event
+                    .digest(HashAlgorithm::Sha256)
+                    .map(|digest| format!("{}:sha256={}", event.pcr.get(), hex::encode(digest)))
+            })
+            .collect();
+        for chunk in specs.chunks(16) {
+            run(
+                Command::new("tpm2_pcrextend")
+                    .args(chunk)
+                    .env("TPM2TOOLS_TCTI", self.tcti()),
+                "tpm2_pcrextend",
+            );
+        }
+    }
+
+    /// Extends one SHA-256 PCR, as software that measures something after boot would.
+    pub fn extend(&self, pcr: u32, digest: [u8; 32]) {
+        run(
+            Command::new("tpm2_pcrextend")
+                .arg(format!("{pcr}:sha256={}", hex::encode(digest)))
+                .env("TPM2TOOLS_TCTI", self.tcti()),
+            "tpm2_pcrextend",
+        );
+    }
+}
