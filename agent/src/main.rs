@@ -71,6 +71,16 @@ enum Command {
         #[arg(long)]
         daemon: bool,
     },
+    /// Ask the AMD secure processor (/dev/sev-guest) for an SEV-SNP report binding the
+    /// verifier's nonce, and write report.bin (and vcek.der when the host supplies it) for
+    /// `edgeward sev verify`.
+    SevReport {
+        /// The verifier's nonce (hex, up to 64 bytes), zero-padded into REPORT_DATA.
+        #[arg(long)]
+        nonce: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Quote PCRs with an AK made under the EK, and write the quote in tpm2-tools' formats
     /// (quote.msg, quote.sig, quote.pcrs, ak.pub.pem) for `tpm2_checkquote`.
     Quote {
@@ -137,6 +147,18 @@ fn run(cli: Cli) -> Result<()> {
             pcrs,
             out,
         } => quote(&tcti, &nonce, &pcrs, &out),
+        Command::SevReport { nonce, out } => {
+            let nonce = hex::decode(nonce.trim()).context("--nonce is not hex")?;
+            let evidence = edgeward_attestation::snp::request_guest_report(&nonce)?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            std::fs::write(out.join("report.bin"), &evidence.report)?;
+            if let Some(vcek) = &evidence.vcek {
+                std::fs::write(out.join("vcek.der"), vcek)?;
+            }
+            tracing::info!(out = %out.display(), vcek = evidence.vcek.is_some(), "SEV-SNP report written");
+            Ok(())
+        }
         Command::Attest {
             verifier,
             ca,

@@ -32,6 +32,52 @@ pub enum SnpError {
     VcekUnreadable(String),
     #[error("the certificate chain file does not parse: {0}")]
     ChainUnreadable(String),
+    #[error(
+        "this machine is not an SEV-SNP guest: {0} (only a confidential VM has /dev/sev-guest)"
+    )]
+    NotAGuest(String),
+    #[error("the AMD secure processor refused the report request: {0}")]
+    Firmware(String),
+    #[error("REPORT_DATA holds at most 64 bytes, got {0}")]
+    ReportData(usize),
+}
+
+/// What a guest sends the verifier: the raw report and, when the host provides it in the
+/// extended report, the chip's VCEK certificate (DER), so that the verifier never needs AMD's KDS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEvidence {
+    pub report: Vec<u8>,
+    pub vcek: Option<Vec<u8>>,
+}
+
+/// The guest side: asks the AMD secure processor, through `/dev/sev-guest`, for a report whose
+/// REPORT_DATA is `report_data` (the verifier's nonce, zero-padded to 64 bytes), at VMPL 0.
+pub fn request_guest_report(report_data: &[u8]) -> Result<GuestEvidence, SnpError> {
+    use sev::firmware::host::CertType;
+    if report_data.len() > 64 {
+        return Err(SnpError::ReportData(report_data.len()));
+    }
+    let mut data = [0u8; 64];
+    data[..report_data.len()].copy_from_slice(report_data);
+    let mut firmware = sev::firmware::guest::Firmware::open()
+        .map_err(|error| SnpError::NotAGuest(format!("/dev/sev-guest: {error}")))?;
+    match firmware.get_ext_report(None, Some(data), Some(0)) {
+        Ok((report, certificates)) => {
+            let vcek = certificates.and_then(|entries| {
+                entries
+                    .into_iter()
+                    .find(|entry| entry.cert_type == CertType::VCEK)
+                    .map(|entry| entry.data)
+            });
+            Ok(GuestEvidence { report, vcek })
+        }
+        // Hosts that keep no certificates answer the extended request with an error; the plain
+        // report still proves everything once the VCEK is fetched for its chip and TCB.
+        Err(_) => firmware
+            .get_report(None, Some(data), Some(0))
+            .map(|report| GuestEvidence { report, vcek: None })
+            .map_err(|error| SnpError::Firmware(error.to_string())),
+    }
 }
 
 /// A processor generation with its AMD root (ARK) and signing key (ASK).

@@ -215,3 +215,23 @@ fn the_cli_exits_zero_for_the_valid_report_and_non_zero_with_the_reason_otherwis
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// On a machine that is not an SEV-SNP guest, the agent says so and writes nothing (the real
+/// request through /dev/sev-guest needs AMD hardware; QEMU cannot emulate SNP).
+#[test]
+fn the_agent_refuses_to_make_a_report_outside_a_confidential_vm() {
+    if std::path::Path::new("/dev/sev-guest").exists() {
+        eprintln!("skipping: this machine is an SEV-SNP guest");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("edgeward-snp-{}", std::process::id()));
+    let output = std::process::Command::new(edgeward_tests::agent_binary())
+        .args(["sev-report", "--nonce", "00112233", "--out"])
+        .arg(&out)
+        .output()
+        .expect("the agent runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("not an SEV-SNP guest"), "{stderr}");
+    assert!(!out.join("report.bin").exists());
+}
