@@ -20,10 +20,35 @@ pub enum EventLogCommand {
     },
     /// List the events readably.
     Show { file: PathBuf },
+    /// Extend the log's SHA-256 digests into a TPM's PCRs, in order, to reproduce a recorded
+    /// boot in a software TPM (demos and tests; a real TPM's PCRs come from its own boot).
+    Extend {
+        file: PathBuf,
+        /// The TPM, e.g. swtpm:host=127.0.0.1,port=2321.
+        #[arg(long)]
+        tcti: String,
+    },
 }
 
 pub fn run(command: EventLogCommand) -> Result<()> {
     match command {
+        EventLogCommand::Extend { file, tcti } => {
+            use edgeward_bootchain::eventlog::{EventType, HashAlgorithm};
+            let log = load(&file)?;
+            let extends: Vec<(u8, [u8; 32])> = log
+                .events
+                .iter()
+                .filter(|event| event.event_type != EventType::NO_ACTION)
+                .filter_map(|event| {
+                    let digest = event.digest(HashAlgorithm::Sha256)?.try_into().ok()?;
+                    Some((u8::try_from(event.pcr.get()).ok()?, digest))
+                })
+                .collect();
+            let mut context = edgeward_attestation::tpm::open(&tcti)?;
+            edgeward_attestation::tpm::extend_pcrs(&mut context, &extends)?;
+            eprintln!("extended {} SHA-256 digests into {tcti}", extends.len());
+            Ok(())
+        }
         EventLogCommand::Replay { file, json } => {
             let log = load(&file)?;
             let banks =

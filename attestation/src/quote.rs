@@ -271,6 +271,34 @@ mod attribute {
     pub const RESTRICTED: u32 = 1 << 16;
     pub const DECRYPT: u32 = 1 << 17;
     pub const SIGN: u32 = 1 << 18;
+
+    /// A signing key that cannot leave the TPM: fixedTPM, fixedParent, made in the TPM, sign,
+    /// not decrypt, and restricted exactly when `restricted` (an AK) or not (a device key).
+    /// Returns what is missing.
+    pub fn require(attributes: u32, restricted: bool) -> Result<(), &'static str> {
+        let restriction = if restricted {
+            "restricted"
+        } else {
+            "the absence of restricted"
+        };
+        for (bit, set, what) in [
+            (FIXED_TPM, true, "fixedTPM"),
+            (FIXED_PARENT, true, "fixedParent"),
+            (
+                SENSITIVE_DATA_ORIGIN,
+                true,
+                "sensitiveDataOrigin (made in the TPM)",
+            ),
+            (SIGN, true, "sign"),
+            (DECRYPT, false, "the absence of decrypt"),
+            (RESTRICTED, restricted, restriction),
+        ] {
+            if (attributes & bit != 0) != set {
+                return Err(what);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a device key was refused.
@@ -363,25 +391,10 @@ pub fn appraise_certify(
     if reader.position != public.len() {
         return Err(DeviceKeyError::Malformed(reader.position));
     }
-    for (bit, set, what) in [
-        (attribute::FIXED_TPM, true, "fixedTPM"),
-        (attribute::FIXED_PARENT, true, "fixedParent"),
-        (
-            attribute::SENSITIVE_DATA_ORIGIN,
-            true,
-            "sensitiveDataOrigin (made in the TPM)",
-        ),
-        (attribute::SIGN, true, "sign"),
-        (attribute::DECRYPT, false, "the absence of decrypt"),
-        (attribute::RESTRICTED, false, "the absence of restricted"),
-    ] {
-        if (attributes & bit != 0) != set {
-            return Err(DeviceKeyError::Attributes {
-                attributes,
-                missing: what,
-            });
-        }
-    }
+    attribute::require(attributes, false).map_err(|missing| DeviceKeyError::Attributes {
+        attributes,
+        missing,
+    })?;
     Ok(CertifiedKey { x, y })
 }
 
@@ -439,25 +452,10 @@ pub fn parse_ak_public(public: &[u8]) -> Result<AkPublic, AkError> {
     {
         return Err(AkError::WrongKeyType);
     }
-    for (bit, set, what) in [
-        (attribute::FIXED_TPM, true, "fixedTPM"),
-        (attribute::FIXED_PARENT, true, "fixedParent"),
-        (
-            attribute::SENSITIVE_DATA_ORIGIN,
-            true,
-            "sensitiveDataOrigin (made in the TPM)",
-        ),
-        (attribute::RESTRICTED, true, "restricted"),
-        (attribute::SIGN, true, "sign"),
-        (attribute::DECRYPT, false, "the absence of decrypt"),
-    ] {
-        if (attributes & bit != 0) != set {
-            return Err(AkError::Attributes {
-                attributes,
-                missing: what,
-            });
-        }
-    }
+    attribute::require(attributes, true).map_err(|missing| AkError::Attributes {
+        attributes,
+        missing,
+    })?;
     let exponent = if exponent == 0 { 65_537 } else { exponent };
     let key = RsaPublicKey::new(
         rsa::BigUint::from_bytes_be(&modulus),

@@ -706,3 +706,30 @@ pub fn certify(
         tpm("marshalling TPMT_SIGNATURE", signature.marshall())?,
     ))
 }
+
+/// Extends SHA-256 digests into PCRs, in order: what firmware does while it measures a boot.
+/// Used to reproduce a recorded boot's PCRs in a software TPM.
+pub fn extend_pcrs(context: &mut Context, extends: &[(u8, [u8; 32])]) -> Result<(), TpmError> {
+    use tss_esapi::handles::PcrHandle;
+    use tss_esapi::structures::{Digest, DigestValues};
+    use PcrHandle::*;
+    const HANDLES: [PcrHandle; 24] = [
+        Pcr0, Pcr1, Pcr2, Pcr3, Pcr4, Pcr5, Pcr6, Pcr7, Pcr8, Pcr9, Pcr10, Pcr11, Pcr12, Pcr13,
+        Pcr14, Pcr15, Pcr16, Pcr17, Pcr18, Pcr19, Pcr20, Pcr21, Pcr22, Pcr23,
+    ];
+    for (pcr, digest) in extends {
+        let handle = *HANDLES
+            .get(usize::from(*pcr))
+            .ok_or_else(|| TpmError::Selection(format!("PCR {pcr}")))?;
+        let mut values = DigestValues::new();
+        values.set(
+            HashingAlgorithm::Sha256,
+            tpm("digest", Digest::try_from(digest.to_vec()))?,
+        );
+        tpm(
+            "PCR extend",
+            context.execute_with_nullauth_session(|context| context.pcr_extend(handle, values)),
+        )?;
+    }
+    Ok(())
+}

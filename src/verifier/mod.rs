@@ -225,7 +225,7 @@ pub fn run(command: VerifierCommand) -> Result<()> {
                 };
                 println!(
                     "{:<24} {:<16} {:<22} {verdict}",
-                    record.id,
+                    record.id.as_str(),
                     record.state(now),
                     &record.ek_fingerprint[..20.min(record.ek_fingerprint.len())],
                 );
