@@ -115,6 +115,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The common head of a marshalled `TPMT_PUBLIC`: type, name algorithm, object attributes (the
+/// auth policy is read past).
+fn public_head(reader: &mut Reader<'_>) -> Result<(u16, u16, u32), QuoteError> {
+    let key_type = reader.u16()?;
+    let name_alg = reader.u16()?;
+    let attributes = reader.u32()?;
+    let _policy = reader.sized()?;
+    Ok((key_type, name_alg, attributes))
+}
+
 /// Parses a marshalled `TPMS_ATTEST` (tpm2-tools' `quote.msg`).
 pub fn parse_attest(bytes: &[u8]) -> Result<Attest, QuoteError> {
     let mut reader = Reader { bytes, position: 0 };
@@ -363,10 +373,8 @@ pub fn appraise_certify(
         position: 0,
     };
     let malformed = |reader: &Reader<'_>| DeviceKeyError::Malformed(reader.position);
-    let key_type = reader.u16().map_err(|_| malformed(&reader))?;
-    let name_alg = reader.u16().map_err(|_| malformed(&reader))?;
-    let attributes = reader.u32().map_err(|_| malformed(&reader))?;
-    let _policy = reader.sized().map_err(|_| malformed(&reader))?;
+    let (key_type, name_alg, attributes) =
+        public_head(&mut reader).map_err(|_| malformed(&reader))?;
     // TPM_ALG_ECC, then symmetric NULL, scheme ECDSA with SHA-256, curve NIST P-256, KDF NULL.
     let symmetric = reader.u16().map_err(|_| malformed(&reader))?;
     let scheme = reader.u16().map_err(|_| malformed(&reader))?;
@@ -432,10 +440,8 @@ pub fn parse_ak_public(public: &[u8]) -> Result<AkPublic, AkError> {
         position: 0,
     };
     let malformed = |reader: &Reader<'_>| AkError::Malformed(reader.position);
-    let key_type = reader.u16().map_err(|_| malformed(&reader))?;
-    let name_alg = reader.u16().map_err(|_| malformed(&reader))?;
-    let attributes = reader.u32().map_err(|_| malformed(&reader))?;
-    let _policy = reader.sized().map_err(|_| malformed(&reader))?;
+    let (key_type, name_alg, attributes) =
+        public_head(&mut reader).map_err(|_| malformed(&reader))?;
     // TPMS_RSA_PARMS: symmetric NULL, scheme RSASSA with SHA-256, 2048 bits, exponent.
     let symmetric = reader.u16().map_err(|_| malformed(&reader))?;
     let scheme = reader.u16().map_err(|_| malformed(&reader))?;

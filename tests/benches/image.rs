@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use edgeward_tests::{edgeward_binary, qemu, run_edgeward, workspace_root};
+use edgeward_tests::{build_image, edgeward_binary, qemu, run_edgeward, workspace_root};
 
 const RUNS: usize = 3;
 
@@ -41,18 +41,7 @@ fn main() {
     };
     println!("agent: {}", agent.display());
     let out = dir.join("image");
-    let build = |out: &PathBuf| {
-        run_edgeward(&[
-            "image",
-            "build",
-            "--keys",
-            &keys.to_string_lossy(),
-            "--out",
-            &out.to_string_lossy(),
-            "--agent",
-            &agent.to_string_lossy(),
-        ])
-    };
+    let build = |out: &PathBuf| build_image(&keys, out, &agent);
     // The first build fills the kernel cache; the timed ones start from it.
     build(&out);
     let builds: Vec<Duration> = (0..RUNS)

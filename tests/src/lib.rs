@@ -85,3 +85,27 @@ pub fn run_edgeward(args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).expect("UTF-8 output")
 }
+
+/// A fresh scratch directory `target/<name>-<pid>` for one test run.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = workspace_root()
+        .join("target")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// `edgeward image build` of the image with `agent` as /init, signed with `keys`, into `out`.
+pub fn build_image(keys: &std::path::Path, out: &std::path::Path, agent: &std::path::Path) {
+    run_edgeward(&[
+        "image",
+        "build",
+        "--keys",
+        &keys.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--agent",
+        &agent.to_string_lossy(),
+    ]);
+}

@@ -25,7 +25,7 @@ use edgeward_attestation::tpm::{
 use edgeward_bootchain::eventlog::{parse, HashAlgorithm};
 use edgeward_tests::qemu;
 use edgeward_tests::swtpm::{EccManufacturer, Manufacturer, Swtpm};
-use edgeward_tests::{agent_binary, edgeward_binary, run_edgeward, workspace_root};
+use edgeward_tests::{agent_binary, build_image, edgeward_binary, run_edgeward, scratch};
 use serde_json::Value;
 
 struct Verifier {
@@ -188,15 +188,6 @@ fn openssl(args: &[&str]) -> Output {
         .expect("openssl runs")
 }
 
-fn scratch() -> PathBuf {
-    let dir = workspace_root()
-        .join("target")
-        .join(format!("attestation-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
@@ -264,22 +255,13 @@ fn remote_attestation_end_to_end() {
     if !qemu::available() {
         return;
     }
-    let dir = scratch();
+    let dir = scratch("attestation-test");
 
     // The released image, booted for real: its event log is what the devices present.
     let keys = dir.join("keys");
     let image = dir.join("image");
     run_edgeward(&["keys", "init", &keys.to_string_lossy()]);
-    run_edgeward(&[
-        "image",
-        "build",
-        "--keys",
-        &keys.to_string_lossy(),
-        "--out",
-        &image.to_string_lossy(),
-        "--agent",
-        &agent_binary().to_string_lossy(),
-    ]);
+    build_image(&keys, &image, &agent_binary());
     let boot = qemu::boot(&image, &dir.join("qemu-tpm"), Duration::from_secs(90));
     let live_log = hex::decode(
         boot.line_starting("EDGEWARD-EVENTLOG ")

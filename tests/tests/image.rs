@@ -7,7 +7,7 @@
 //! expensive part (about 10 s each under TCG).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,31 +15,13 @@ use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
 use edgeward_bootchain::manifest::{find_match, EventDifference, ReleaseKey};
 use edgeward_image::manifest::{verify_manifest, ManifestError};
 use edgeward_tests::qemu::{self, BootOutcome};
-use edgeward_tests::{agent_binary, run_edgeward, workspace_root};
+use edgeward_tests::{agent_binary, build_image, run_edgeward, scratch};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn scratch() -> PathBuf {
-    let dir = workspace_root()
-        .join("target")
-        .join(format!("image-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
-
 fn build(keys: &Path, out: &Path) {
-    run_edgeward(&[
-        "image",
-        "build",
-        "--keys",
-        &keys.to_string_lossy(),
-        "--out",
-        &out.to_string_lossy(),
-        "--agent",
-        &agent_binary().to_string_lossy(),
-    ]);
+    build_image(keys, out, &agent_binary());
 }
 
 fn manifest_pcrs(image: &Path) -> BTreeMap<String, String> {
@@ -128,7 +110,7 @@ fn measured_boot_image_end_to_end() {
     if !qemu::available() {
         return;
     }
-    let dir = scratch();
+    let dir = scratch("image-test");
     let keys = dir.join("keys");
     run_edgeward(&["keys", "init", &keys.to_string_lossy()]);
 
