@@ -15,3 +15,4 @@ pub mod replay;
 pub mod report;
 pub mod sample;
 pub mod stats;
+pub mod villas;

@@ -10,11 +10,16 @@ use crate::{required_peer_missing, workspace_root};
 
 /// The Python interpreter with pyPMU: `$EDGEWARD_PYTHON`, else the repo's `.venv`.
 pub fn python() -> Option<PathBuf> {
+    python_with("synchrophasor")
+}
+
+/// The repo's Python (as [`python`]) if it can import `module`; else reports the peer missing.
+pub fn python_with(module: &str) -> Option<PathBuf> {
     let python = std::env::var_os("EDGEWARD_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
     let usable = Command::new(&python)
-        .args(["-c", "import synchrophasor"])
+        .args(["-c", &format!("import {module}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -23,7 +28,7 @@ pub fn python() -> Option<PathBuf> {
         Some(python)
     } else {
         required_peer_missing(&format!(
-            "pyPMU is not importable with {} (run scripts/setup)",
+            "{module} is not importable with {} (run scripts/setup)",
             python.display()
         ));
         None
