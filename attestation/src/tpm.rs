@@ -37,6 +37,8 @@ pub enum TpmError {
     PublicKey(String),
     #[error("EK kind {0:?} is not rsa or ecc")]
     EkKind(String),
+    #[error("the TPM answered unexpectedly: {0}")]
+    Unexpected(String),
 }
 
 /// A verifier's nonce, bound into the quote as qualifying data.
@@ -732,4 +734,56 @@ pub fn extend_pcrs(context: &mut Context, extends: &[(u8, [u8; 32])]) -> Result<
         )?;
     }
     Ok(())
+}
+
+/// Signs a SHA-256 digest with the device key (ECDSA P-256 in the TPM) and returns the
+/// signature as DER `Ecdsa-Sig-Value`, what CMS and TLS carry. The digest is computed outside
+/// the TPM, so the null hash-check ticket is enough: the key is not restricted.
+pub fn sign_digest(
+    context: &mut Context,
+    key: &DeviceKey,
+    digest: &[u8; 32],
+) -> Result<Vec<u8>, TpmError> {
+    use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+    use tss_esapi::structures::{Digest, Signature};
+    use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
+    let validation = tpm(
+        "null hash-check ticket",
+        TPMT_TK_HASHCHECK {
+            tag: TPM2_ST_HASHCHECK,
+            hierarchy: TPM2_RH_NULL,
+            digest: Default::default(),
+        }
+        .try_into(),
+    )?;
+    let digest = tpm("digest", Digest::try_from(digest.to_vec()))?;
+    let signature = tpm(
+        "sign",
+        context.execute_with_nullauth_session(|context| {
+            context.sign(key.key, digest, SignatureScheme::Null, validation)
+        }),
+    )?;
+    let Signature::EcDsa(signature) = signature else {
+        return Err(TpmError::Unexpected(
+            "the device key answered with a non-ECDSA signature".into(),
+        ));
+    };
+    let scalar = |parameter: &tss_esapi::structures::EccParameter| {
+        let bytes = parameter.value();
+        let mut padded = [0u8; 32];
+        match bytes.len() {
+            0..=32 => {
+                padded[32 - bytes.len()..].copy_from_slice(bytes);
+                Ok(padded)
+            }
+            length => Err(TpmError::Unexpected(format!(
+                "a P-256 signature scalar of {length} bytes"
+            ))),
+        }
+    };
+    let r = scalar(signature.signature_r())?;
+    let s = scalar(signature.signature_s())?;
+    let signature = p256::ecdsa::Signature::from_scalars(r, s)
+        .map_err(|error| TpmError::Unexpected(format!("signature scalars: {error}")))?;
+    Ok(signature.to_der().as_bytes().to_vec())
 }

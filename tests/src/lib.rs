@@ -1,6 +1,7 @@
 //! Shared helpers of Edgeward's end-to-end tests: where the shared test data lives, and guards
 //! that start real peers and stop them on drop.
 
+pub mod openssl;
 pub mod pypmu;
 pub mod qemu;
 pub mod swtpm;
