@@ -4,8 +4,11 @@
 mod c37118_cmd;
 mod eventlog_cmd;
 mod image_cmd;
+mod recorder;
 mod sev_cmd;
+mod tsa_cmd;
 mod verifier;
+mod verify_data;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -44,6 +47,13 @@ enum Command {
     /// The attestation verifier and device CA: serve, list, deny.
     #[command(subcommand)]
     Verifier(verifier::VerifierCommand),
+    /// An RFC 3161 time-stamping authority for tests and demos.
+    #[command(subcommand)]
+    Tsa(tsa_cmd::TsaCommand),
+    /// Record samples, tokens and signatures from the broker into a platform-layout store.
+    Recorder(recorder::RecorderArgs),
+    /// Check every block of a store: digest, time-stamp token and device signature.
+    VerifyData(verify_data::VerifyDataArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +87,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::C37118(command) => c37118_cmd::run(command),
         Command::Eventlog(command) => eventlog_cmd::run(command),
         Command::Keys(command) => image_cmd::keys(command),
+        Command::Tsa(command) => tsa_cmd::run(command),
+        Command::Recorder(args) => recorder::run(args),
+        Command::VerifyData(args) => {
+            if verify_data::run(args)? {
+                Ok(())
+            } else {
+                anyhow::bail!("some blocks did not verify")
+            }
+        }
         Command::Image(command) => image_cmd::image(command),
         Command::Bootchain(command) => image_cmd::bootchain(command),
         Command::Sev(command) => sev_cmd::run(command),

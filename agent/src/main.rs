@@ -5,9 +5,14 @@
 //! it attestation, signing and forwarding.
 
 mod attest;
+mod buffer;
 mod config;
+mod forwarder;
 mod init;
+mod mtls;
+mod pipeline;
 mod streams;
+mod tpm_worker;
 mod verifier_client;
 
 use std::path::PathBuf;
@@ -34,6 +39,59 @@ enum Command {
         #[arg(long)]
         print_frames: bool,
         /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+    },
+    /// The data path: read the PMU streams, cut blocks, sign each block in the TPM, time-stamp
+    /// it, buffer everything durably and forward it over mutual TLS MQTT.
+    Stream {
+        /// The agent configuration (TOML) with the [[pmu]] streams.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The location level of the topics (substation).
+        #[arg(long)]
+        location: String,
+        /// The TPM: device:/dev/tpmrm0 or swtpm:host=H,port=P.
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tcti: String,
+        /// Where `attest` kept the device key blob.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/edgeward/attestation"
+        )]
+        state: PathBuf,
+        /// Where `attest` wrote device.crt and device-ca-chain.crt.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/edgeward/pki")]
+        pki: PathBuf,
+        /// The durable buffer's directory.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/edgeward/buffer")]
+        buffer: PathBuf,
+        /// Most bytes the buffer keeps before dropping the oldest.
+        #[arg(long, default_value_t = 1 << 30)]
+        buffer_bytes: u64,
+        /// The broker, HOST:PORT (mTLS).
+        #[arg(long)]
+        broker: String,
+        /// The platform CA that issued the broker's certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        broker_ca: PathBuf,
+        /// The TSA, http://HOST:PORT/api/v1/timestamp.
+        #[arg(long)]
+        tsa: String,
+        /// The root the TSA's certificate must chain to (PEM).
+        #[arg(long, value_name = "FILE")]
+        tsa_root: PathBuf,
+        /// Block length in seconds (at least 1).
+        #[arg(long, default_value_t = 10)]
+        block_seconds: u64,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 10)]
+        heartbeat_seconds: u64,
+        /// Messages awaiting PUBACK at most.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Stop after this many seconds (default: until SIGINT or SIGTERM).
         #[arg(long, value_name = "SECONDS")]
         duration: Option<u64>,
     },
@@ -142,6 +200,81 @@ fn run(cli: Cli) -> Result<()> {
                     duration.map(Duration::from_secs),
                 ))
         }
+        Command::Stream {
+            config,
+            location,
+            tcti,
+            state,
+            pki,
+            buffer,
+            buffer_bytes,
+            broker,
+            broker_ca,
+            tsa,
+            tsa_root,
+            block_seconds,
+            heartbeat_seconds,
+            window,
+            duration,
+        } => {
+            let config = config::AgentConfig::load(&config)?;
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))
+            };
+            let device_pem = read(&pki.join("device.crt"))?;
+            let chain_pem = read(&pki.join("device-ca-chain.crt"))?;
+            let chain: Vec<Vec<u8>> = pem::parse_many(format!("{device_pem}\n{chain_pem}"))
+                .context("the device certificate chain is not PEM")?
+                .into_iter()
+                .map(pem::Pem::into_contents)
+                .collect();
+            let device = device_identity(&chain)?;
+            let (host, port) = broker
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+                .with_context(|| format!("--broker {broker:?} is not HOST:PORT"))?;
+            let interval = edgeward_measurement::block::BlockInterval::from_secs(block_seconds)
+                .context("--block-seconds must be at least 1")?;
+            let signer = tpm_worker::TpmSigner::start(&tcti, &state)?;
+            let tls = mtls::client_config(
+                &read(&broker_ca)?,
+                &format!("{device_pem}\n{chain_pem}"),
+                signer.clone(),
+            )?;
+            let anchors = edgeward_proof::trust::TrustAnchors::from_pem(&read(&tsa_root)?)
+                .context("--tsa-root")?;
+            let buffer = buffer::Buffer::open(
+                &buffer,
+                buffer::Limits {
+                    max_bytes: buffer_bytes,
+                },
+            )?;
+            let options = pipeline::PipelineOptions {
+                streams: config.pmus,
+                location: edgeward_measurement::villas::TopicSegment::new(&location)?,
+                device: edgeward_measurement::villas::TopicSegment::new(&device)?,
+                interval,
+                buffer,
+                signer,
+                certificate_chain: chain,
+                tsa: pipeline::TsaClient::new(&tsa, anchors, Vec::new())?,
+                broker: forwarder::BrokerOptions {
+                    host,
+                    port,
+                    client_id: device.clone(),
+                    tls,
+                    window: window.max(1),
+                },
+                heartbeat: Duration::from_secs(heartbeat_seconds.max(1)),
+                duration: duration.map(Duration::from_secs),
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(pipeline::run(options))
+        }
         Command::Quote {
             tcti,
             nonce,
@@ -230,4 +363,19 @@ fn quote(
     }
     tracing::info!(out = %out.display(), pcrs = quote.pcr_values.len(), "quote written");
     Ok(())
+}
+
+/// The device identity: the CN of the device certificate (the first of the chain).
+fn device_identity(chain: &[Vec<u8>]) -> Result<String> {
+    use x509_parser::prelude::FromDer;
+    let first = chain.first().context("no device certificate")?;
+    let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(first)
+        .map_err(|error| anyhow::anyhow!("the device certificate does not parse: {error}"))?;
+    let common_name = certificate
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|name| name.as_str().ok())
+        .context("the device certificate has no CN")?;
+    Ok(common_name.to_owned())
 }

@@ -68,3 +68,9 @@ pub fn verify_block(
         anchor,
     })
 }
+
+/// The message digest a block signature signed (the SHA-256 of the block digest), read without
+/// checking anything: how the recorder pairs a signature with its block before verifying.
+pub fn signed_message_digest(signature: &[u8]) -> Result<[u8; 32], ProofError> {
+    signed_data::message_digest(signature)
+}

@@ -476,3 +476,31 @@ fn verify_signature(
         .verify(message, signature)
         .map_err(|_| ProofError::BadSignature)
 }
+
+/// The message-digest attribute of the (only) signer, unverified.
+pub(crate) fn message_digest(content_info: &[u8]) -> Result<[u8; 32], ProofError> {
+    let info = ContentInfo::from_der(content_info)
+        .map_err(|error| malformed(format!("not a CMS ContentInfo: {error}")))?;
+    let signed: SignedData = info
+        .content
+        .decode_as()
+        .map_err(|error| malformed(format!("not a SignedData: {error}")))?;
+    let signer = signed
+        .signer_infos
+        .0
+        .get(0)
+        .ok_or_else(|| malformed("no signer"))?;
+    let attribute = signer
+        .signed_attrs
+        .as_ref()
+        .and_then(|attributes| attributes.iter().find(|a| a.oid == oid::MESSAGE_DIGEST))
+        .and_then(|attribute| attribute.values.get(0))
+        .ok_or_else(|| malformed("no message-digest attribute"))?;
+    let digest: OctetString = attribute
+        .decode_as()
+        .map_err(|error| malformed(format!("message-digest attribute: {error}")))?;
+    digest
+        .as_bytes()
+        .try_into()
+        .map_err(|_| malformed("the message digest is not SHA-256"))
+}

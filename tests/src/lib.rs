@@ -2,6 +2,7 @@
 //! that start real peers and stop them on drop.
 
 pub mod openssl;
+pub mod platform;
 pub mod pypmu;
 pub mod qemu;
 pub mod swtpm;

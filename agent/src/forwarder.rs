@@ -1,0 +1,136 @@
+//! Sends the buffer to the broker over mutual TLS, QoS 1, oldest first, with a bounded number
+//! of messages awaiting PUBACK. A message leaves the buffer only on its PUBACK. Each connection
+//! starts again from the oldest message still buffered, so after an outage everything unacked
+//! goes again in order; reconnects back off exponentially.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing as Sent, Packet, QoS, Transport};
+use tracing::{info, warn};
+
+use crate::buffer::Buffer;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct BrokerOptions {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Messages published and not yet acknowledged, at most.
+    pub window: usize,
+}
+
+/// Counters the pipeline reports in heartbeats and at the end.
+#[derive(Debug, Default)]
+pub struct ForwarderStats {
+    pub acknowledged: AtomicU64,
+    pub connections: AtomicU64,
+    /// Milliseconds from acceptance to PUBACK, recorded by the caller's hook.
+    pub connected: std::sync::atomic::AtomicBool,
+}
+
+/// Called with each acknowledged id.
+pub type AckHook = Arc<dyn Fn(u64) + Send + Sync>;
+
+pub async fn run(
+    options: BrokerOptions,
+    buffer: Buffer,
+    stats: Arc<ForwarderStats>,
+    on_ack: Option<AckHook>,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        match connection(&options, &buffer, &stats, on_ack.as_ref()).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                stats.connected.store(false, Ordering::Relaxed);
+                warn!(error = %format!("{error:#}"), retry_ms = backoff.as_millis() as u64, "broker connection lost");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn connection(
+    options: &BrokerOptions,
+    buffer: &Buffer,
+    stats: &ForwarderStats,
+    on_ack: Option<&AckHook>,
+) -> Result<()> {
+    let mut mqtt = MqttOptions::new(&options.client_id, &options.host, options.port);
+    mqtt.set_transport(Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(options.tls.clone()),
+    ));
+    mqtt.set_keep_alive(Duration::from_secs(5));
+    mqtt.set_clean_session(true);
+    mqtt.set_inflight(options.window.min(u16::MAX as usize) as u16);
+    mqtt.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(mqtt, options.window * 2);
+
+    // Ids published on this connection, in order, until their packet id is known; then by
+    // packet id until acknowledged.
+    let mut unnumbered: VecDeque<u64> = VecDeque::new();
+    let mut by_packet: HashMap<u16, u64> = HashMap::new();
+    let mut last_sent = 0u64;
+    let mut connected = false;
+    loop {
+        if connected {
+            let room = options
+                .window
+                .saturating_sub(unnumbered.len() + by_packet.len());
+            if room > 0 {
+                for (id, message) in buffer.after(last_sent, room)? {
+                    client
+                        .try_publish(
+                            message.topic,
+                            QoS::AtLeastOnce,
+                            message.retain,
+                            message.payload,
+                        )
+                        .context("queueing a publish")?;
+                    unnumbered.push_back(id);
+                    last_sent = id;
+                }
+            }
+        }
+        tokio::select! {
+            event = events.poll() => {
+                match event.context("MQTT")? {
+                    Event::Incoming(Packet::ConnAck(ack)) => {
+                        if ack.code != rumqttc::ConnectReturnCode::Success {
+                            anyhow::bail!("the broker refused the connection: {:?}", ack.code);
+                        }
+                        connected = true;
+                        stats.connected.store(true, Ordering::Relaxed);
+                        info!(host = %options.host, port = options.port, "connected to the broker");
+                    }
+                    Event::Outgoing(Sent::Publish(packet)) => {
+                        if let Some(id) = unnumbered.pop_front() {
+                            by_packet.insert(packet, id);
+                        }
+                    }
+                    Event::Incoming(Packet::PubAck(ack)) => {
+                        if let Some(id) = by_packet.remove(&ack.pkid) {
+                            buffer.acknowledged(&[id])?;
+                            stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                            if let Some(hook) = on_ack {
+                                hook(id);
+                            }
+                        }
+                    }
+                    Event::Incoming(Packet::Disconnect) => anyhow::bail!("the broker disconnected"),
+                    _ => {}
+                }
+            }
+            _ = buffer.accepted.notified(), if connected => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)), if connected => {}
+        }
+    }
+}

@@ -1,0 +1,670 @@
+//! The data path on the device: PMU frames → samples per PMU topic → blocks and their digest →
+//! the durable buffer; each closed block's digest is signed in the TPM and time-stamped at the
+//! TSA, and its signature and token join the buffer; the forwarder sends the buffer on.
+//!
+//! One task accepts everything into the buffer (so ids follow acceptance order); it groups what
+//! has arrived into one fsync, so durability costs one flush per batch, not per frame.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use edgeward_measurement::block::{BlockFramer, BlockInterval, ClosedBlock};
+use edgeward_measurement::client::{ClientEvent, PmuClient, SessionEvent};
+use edgeward_measurement::sample::{samples_from_data_frame, Sample};
+use edgeward_measurement::villas::{
+    self, PointTopic, TopicSegment, WireSample, HEARTBEAT_TOPIC, NOTIFICATION_TOPIC,
+    SIGNATURE_TOPIC, TSR_TOPIC,
+};
+use edgeward_proof::timestamp::{self, TsaNonce};
+use edgeward_proof::trust::TrustAnchors;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::buffer::{Buffer, Outgoing, StateChanges};
+use crate::config::PmuStream;
+use crate::forwarder::{BrokerOptions, ForwarderStats};
+use crate::tpm_worker::TpmSigner;
+
+/// Everything the pipeline needs.
+pub struct PipelineOptions {
+    pub streams: Vec<PmuStream>,
+    pub location: TopicSegment,
+    /// The device identity: the certificate's CN, the ACL user, the topic's device level.
+    pub device: TopicSegment,
+    pub interval: BlockInterval,
+    pub buffer: Buffer,
+    pub signer: TpmSigner,
+    /// The device certificate and its CA chain, DER, for the block signatures.
+    pub certificate_chain: Vec<Vec<u8>>,
+    pub tsa: TsaClient,
+    pub broker: BrokerOptions,
+    pub heartbeat: Duration,
+    pub duration: Option<Duration>,
+}
+
+/// The TSA: where to ask and whom to trust.
+#[derive(Clone)]
+pub struct TsaClient {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    pub anchors: Arc<TrustAnchors>,
+    pub untrusted: Arc<Vec<Vec<u8>>>,
+}
+
+impl TsaClient {
+    /// `http://HOST[:PORT]/PATH` (the platform's TSA answers plain HTTP on its host port).
+    pub fn new(url: &str, anchors: TrustAnchors, untrusted: Vec<Vec<u8>>) -> Result<Self> {
+        let uri: hyper::Uri = url
+            .parse()
+            .with_context(|| format!("{url:?} is not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("the TSA URL must be http://HOST[:PORT]/PATH, got {url:?}");
+        }
+        Ok(Self {
+            host: uri
+                .host()
+                .ok_or_else(|| anyhow!("the TSA URL {url:?} has no host"))?
+                .to_owned(),
+            port: uri.port_u16().unwrap_or(80),
+            path: uri.path().to_owned(),
+            anchors: Arc::new(anchors),
+            untrusted: Arc::new(untrusted),
+        })
+    }
+
+    /// Asks for a token for `digest` and checks it; returns the unchanged DER response.
+    pub async fn stamp(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
+        use http_body_util::{BodyExt as _, Full};
+        let nonce = TsaNonce::from_random(rand::random());
+        let request = timestamp::request(digest, nonce)?;
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .with_context(|| format!("cannot reach the TSA at {}:{}", self.host, self.port))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+            tokio::spawn(connection);
+            let request = hyper::Request::post(&self.path)
+                .header("host", &self.host)
+                .header("content-type", "application/timestamp-query")
+                .body(Full::new(hyper::body::Bytes::from(request)))?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
+                .collect()
+                .await
+                .map_err(|error| anyhow!("reading the TSA's answer: {error}"))?
+                .to_bytes();
+            if !status.is_success() {
+                bail!("the TSA answered HTTP {status}");
+            }
+            Ok::<_, anyhow::Error>(body.to_vec())
+        };
+        let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| anyhow!("the TSA did not answer within 10 s"))??;
+        timestamp::verify_response(
+            &response,
+            digest,
+            Some(nonce),
+            &self.anchors,
+            &self.untrusted,
+        )
+        .context("the TSA's answer failed the checks")?;
+        Ok(response)
+    }
+}
+
+/// A sample on its way from a PMU task to the accepting task.
+enum Input {
+    Sample {
+        topic: Arc<PointTopic>,
+        sample: Sample,
+    },
+    Metadata {
+        topic: Arc<PointTopic>,
+        json: String,
+    },
+    Notice(Notice),
+}
+
+/// A notification in the platform's shape.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub title: String,
+    pub body: String,
+    pub kind: &'static str,
+    pub tag: String,
+}
+
+impl Notice {
+    fn message(&self, device: &TopicSegment) -> Outgoing {
+        Outgoing {
+            topic: NOTIFICATION_TOPIC.into(),
+            payload: serde_json::json!({
+                "title": self.title,
+                "body": self.body,
+                "notify_type": self.kind,
+                "body_format": "text",
+                "attachments": [],
+                "tag": format!("{device}/{}", self.tag),
+            })
+            .to_string()
+            .into_bytes(),
+            retain: false,
+        }
+    }
+}
+
+fn block_prefix(topic: &PointTopic) -> Vec<u8> {
+    let mut key = topic.samples().into_bytes();
+    key.push(0);
+    key
+}
+
+fn block_key(topic: &PointTopic, sequence: u64) -> Vec<u8> {
+    let mut key = block_prefix(topic);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// A closed block waiting for its proofs: digest → topic and span, for logs.
+fn pending_value(topic: &PointTopic, closed: &ClosedBlock) -> Vec<u8> {
+    format!("{} {}", topic.samples(), closed.line()).into_bytes()
+}
+
+pub async fn run(options: PipelineOptions) -> Result<()> {
+    let PipelineOptions {
+        streams,
+        location,
+        device,
+        interval,
+        buffer,
+        signer,
+        certificate_chain,
+        tsa,
+        broker,
+        heartbeat,
+        duration,
+    } = options;
+    let stats = Arc::new(ForwarderStats::default());
+    let forwarder = tokio::spawn(crate::forwarder::run(
+        broker,
+        buffer.clone(),
+        stats.clone(),
+        None,
+    ));
+
+    let (inputs, mut received) = mpsc::channel::<Input>(65_536);
+    for stream in streams {
+        let span = info_span!("pmu", name = %stream.name, idcode = %stream.options.idcode);
+        tokio::spawn(
+            read_stream(stream, location.clone(), device.clone(), inputs.clone()).instrument(span),
+        );
+    }
+
+    // Open blocks from before a restart: their samples were accepted, so their digests must
+    // cover them.
+    let mut framers: BTreeMap<String, BlockFramer> = BTreeMap::new();
+    let mut restored = 0usize;
+    for (key, value) in buffer.open_block_samples()? {
+        let Some(split) = key.iter().position(|byte| *byte == 0) else {
+            continue;
+        };
+        let topic = String::from_utf8_lossy(&key[..split]).into_owned();
+        for wire in villas::decode(&value).context("a stored open-block sample")? {
+            framers
+                .entry(topic.clone())
+                .or_insert_with(|| BlockFramer::new(interval))
+                .push(&wire.sample);
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        info!(
+            samples = restored,
+            blocks = framers.len(),
+            "restored open blocks after a restart"
+        );
+    }
+
+    let proofs = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(
+        prove_blocks(
+            buffer.clone(),
+            signer,
+            certificate_chain,
+            tsa,
+            device.clone(),
+            proofs.clone(),
+        )
+        .instrument(info_span!("proofs")),
+    );
+    proofs.notify_one();
+
+    let mut beat = tokio::time::interval(heartbeat);
+    let deadline = async {
+        match duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut accepted_samples = 0u64;
+    let mut warned_full = false;
+    loop {
+        let first = tokio::select! {
+            input = received.recv() => match input {
+                Some(input) => input,
+                None => break,
+            },
+            _ = beat.tick() => {
+                let fill = buffer.fill()?;
+                let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepted_samples, heartbeat)];
+                if fill.percent() > 80.0 && !warned_full {
+                    warned_full = true;
+                    messages.push(Notice {
+                        title: "Edgeward buffer above 80 %".into(),
+                        body: format!("{device}: {:.0} % of {} bytes used; the oldest data is dropped when full", fill.percent(), fill.max_bytes),
+                        kind: "warning",
+                        tag: "buffer".into(),
+                    }.message(&device));
+                } else if fill.percent() < 50.0 {
+                    warned_full = false;
+                }
+                buffer.accept(&messages, &StateChanges::default())?;
+                continue;
+            }
+            _ = &mut deadline => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match received.try_recv() {
+                Ok(input) => batch.push(input),
+                Err(_) => break,
+            }
+        }
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut state = StateChanges::default();
+        let mut closed_any = false;
+        for input in batch {
+            match input {
+                Input::Sample { topic, sample } => {
+                    let name = topic.samples();
+                    let framer = framers
+                        .entry(name.clone())
+                        .or_insert_with(|| BlockFramer::new(interval));
+                    let framed = framer.push(&sample);
+                    if let Some(closed) = framed.closed {
+                        // The block's samples are no longer needed to redo its digest.
+                        let prefix = block_prefix(&topic);
+                        state
+                            .block_puts
+                            .retain(|(key, _)| !key.starts_with(&prefix));
+                        state.block_clears.push(prefix);
+                        state
+                            .timestamps_add
+                            .push((closed.digest.0.to_vec(), pending_value(&topic, &closed)));
+                        info!(topic = %name, samples = closed.samples, digest = %closed.digest.hex_upper(), "block closed");
+                        closed_any = true;
+                    }
+                    let wire = [WireSample {
+                        sample,
+                        new_frame: framed.new_frame,
+                    }];
+                    let payload = villas::encode(&wire)?;
+                    state
+                        .block_puts
+                        .push((block_key(&topic, wire[0].sample.sequence), payload.clone()));
+                    messages.push(Outgoing {
+                        topic: name,
+                        payload,
+                        retain: false,
+                    });
+                    accepted_samples += 1;
+                }
+                Input::Metadata { topic, json } => messages.push(Outgoing {
+                    topic: topic.metadata(),
+                    payload: json.into_bytes(),
+                    retain: true,
+                }),
+                Input::Notice(notice) => messages.push(notice.message(&device)),
+            }
+        }
+        let (_, dropped) = buffer.accept(&messages, &state)?;
+        if dropped > 0 {
+            warn!(dropped, "buffer full: dropped the oldest messages");
+            buffer.accept(
+                &[Notice {
+                    title: "Edgeward buffer full".into(),
+                    body: format!(
+                        "{device}: dropped the {dropped} oldest messages to keep live data"
+                    ),
+                    kind: "failure",
+                    tag: "buffer".into(),
+                }
+                .message(&device)],
+                &StateChanges::default(),
+            )?;
+        }
+        if closed_any {
+            proofs.notify_one();
+        }
+    }
+    info!(
+        samples = accepted_samples,
+        acknowledged = stats.acknowledged.load(Ordering::Relaxed),
+        "stopping"
+    );
+    // Give the forwarder a moment to send what is buffered; what it cannot stays on disk.
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while buffer.fill()?.messages > 0 && tokio::time::Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    buffer.flush()?;
+    forwarder.abort();
+    Ok(())
+}
+
+fn heartbeat_message(
+    device: &TopicSegment,
+    fill: &crate::buffer::Fill,
+    stats: &ForwarderStats,
+    samples: u64,
+    interval: Duration,
+) -> Outgoing {
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let memory = memory_percent().unwrap_or(0.0);
+    // The platform's monitor drops a heartbeat without sensors.temp; a device without a
+    // thermal zone reports none rather than an invented temperature.
+    let temperature = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp")
+        .ok()
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .map(|milli| milli / 1000.0);
+    let sensors = match temperature {
+        Some(current) => {
+            serde_json::json!({"temp": {"cpu_thermal": [{"label": "", "current": current, "high": null, "critical": null}]}})
+        }
+        None => serde_json::json!({"temp": {}}),
+    };
+    Outgoing {
+        topic: HEARTBEAT_TOPIC.into(),
+        payload: serde_json::json!({
+            "host": device.as_str(),
+            "hb_interval": interval.as_secs(),
+            "uptime": {"system": uptime},
+            "memory": {"percent": memory},
+            "disks": {"/": {"usage": {"percent": disk_percent().unwrap_or(0.0)}}},
+            "sensors": sensors,
+            "edgeward": {
+                "buffer_messages": fill.messages,
+                "buffer_bytes": fill.bytes,
+                "buffer_percent": fill.percent(),
+                "dropped": fill.dropped,
+                "acknowledged": stats.acknowledged.load(Ordering::Relaxed),
+                "broker_connected": stats.connected.load(Ordering::Relaxed),
+                "samples_accepted": samples,
+            },
+        })
+        .to_string()
+        .into_bytes(),
+        retain: false,
+    }
+}
+
+fn memory_percent() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let (total, available) = (field("MemTotal:")?, field("MemAvailable:")?);
+    Some((total - available) * 100.0 / total)
+}
+
+fn disk_percent() -> Option<f64> {
+    let stat = nix::sys::statvfs::statvfs("/").ok()?;
+    let total = stat.blocks() as f64;
+    (total > 0.0).then(|| (total - stat.blocks_available() as f64) * 100.0 / total)
+}
+
+/// Signs and time-stamps every closed block, oldest first; a block leaves the pending list only
+/// with its signature and token accepted into the buffer. An unreachable TSA is retried with
+/// backoff and reported once per outage.
+async fn prove_blocks(
+    buffer: Buffer,
+    signer: TpmSigner,
+    chain: Vec<Vec<u8>>,
+    tsa: TsaClient,
+    device: TopicSegment,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut reported = false;
+    loop {
+        let pending = match buffer.pending_timestamps() {
+            Ok(pending) => pending,
+            Err(error) => {
+                warn!(error = %format!("{error:#}"), "cannot read pending blocks");
+                Vec::new()
+            }
+        };
+        let mut failed = false;
+        for (key, value) in pending {
+            let Ok(digest) = <[u8; 32]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            let what = String::from_utf8_lossy(&value).into_owned();
+            match prove(&digest, &signer, &chain, &tsa).await {
+                Ok((signature, token)) => {
+                    let result = buffer.accept(
+                        &[
+                            Outgoing {
+                                topic: SIGNATURE_TOPIC.into(),
+                                payload: signature,
+                                retain: false,
+                            },
+                            Outgoing {
+                                topic: TSR_TOPIC.into(),
+                                payload: token,
+                                retain: false,
+                            },
+                        ],
+                        &StateChanges {
+                            timestamps_done: vec![key.clone()],
+                            ..Default::default()
+                        },
+                    );
+                    match result {
+                        Ok(_) => info!(block = %what, "block signed and time-stamped"),
+                        Err(error) => {
+                            warn!(error = %format!("{error:#}"), "cannot buffer a block's proofs")
+                        }
+                    }
+                    if reported {
+                        reported = false;
+                        let _ = buffer.accept(
+                            &[Notice {
+                                title: "TSA reachable again".into(),
+                                body: format!("{device}: blocks are time-stamped again"),
+                                kind: "success",
+                                tag: "tsa".into(),
+                            }
+                            .message(&device)],
+                            &StateChanges::default(),
+                        );
+                    }
+                    backoff = Duration::from_secs(1);
+                }
+                Err(error) => {
+                    warn!(block = %what, error = %format!("{error:#}"), retry_s = backoff.as_secs(), "cannot prove a block yet");
+                    if !reported {
+                        reported = true;
+                        let _ = buffer.accept(&[Notice {
+                            title: "TSA unreachable".into(),
+                            body: format!("{device}: {error:#}; blocks wait in the buffer and are time-stamped when it answers"),
+                            kind: "warning",
+                            tag: "tsa".into(),
+                        }.message(&device)], &StateChanges::default());
+                    }
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        } else {
+            wake.notified().await;
+        }
+    }
+}
+
+async fn prove(
+    digest: &[u8; 32],
+    signer: &TpmSigner,
+    chain: &[Vec<u8>],
+    tsa: &TsaClient,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (certificate, above) = chain
+        .split_first()
+        .ok_or_else(|| anyhow!("no device certificate"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0);
+    let signer = signer.clone();
+    let (digest_copy, certificate, above) = (*digest, certificate.clone(), above.to_vec());
+    let signature = tokio::task::spawn_blocking(move || {
+        edgeward_proof::origin::sign_block(&digest_copy, &certificate, &above, now, |to_sign| {
+            signer.sign(to_sign)
+        })
+    })
+    .await??;
+    let token = tsa.stamp(digest).await?;
+    Ok((signature, token))
+}
+
+async fn read_stream(
+    stream: PmuStream,
+    location: TopicSegment,
+    device: TopicSegment,
+    inputs: mpsc::Sender<Input>,
+) {
+    let mut client = PmuClient::spawn(stream.options.clone());
+    let mut topics: BTreeMap<u16, Arc<PointTopic>> = BTreeMap::new();
+    while let Some(event) = client.next_event().await {
+        match event {
+            ClientEvent::Connected { peer } => info!(%peer, "connected"),
+            ClientEvent::Disconnected { reason } => warn!(%reason, "stream lost; reconnecting"),
+            ClientEvent::Session(SessionEvent::Config { config, changed }) => {
+                info!(
+                    stations = config.pmus.len(),
+                    rate = config.data_rate.0,
+                    changed,
+                    "configuration received"
+                );
+                topics.clear();
+                for pmu in &config.pmus {
+                    let point = if config.pmus.len() == 1 {
+                        stream.name.clone()
+                    } else {
+                        format!("{}-{}", stream.name, pmu.idcode.0)
+                    };
+                    let Ok(point) = TopicSegment::new(&point) else {
+                        warn!(%point, "the PMU's name cannot be a topic level; its data is not forwarded");
+                        continue;
+                    };
+                    let topic = Arc::new(PointTopic {
+                        location: location.clone(),
+                        device: device.clone(),
+                        point,
+                    });
+                    let json = metadata_json(pmu, &config);
+                    let _ = inputs
+                        .send(Input::Metadata {
+                            topic: topic.clone(),
+                            json,
+                        })
+                        .await;
+                    topics.insert(pmu.idcode.0, topic);
+                }
+            }
+            ClientEvent::Session(SessionEvent::Data { frame, config }) => {
+                for (idcode, sample) in samples_from_data_frame(&frame, &config) {
+                    if let Some(topic) = topics.get(&idcode.0) {
+                        if inputs
+                            .send(Input::Sample {
+                                topic: topic.clone(),
+                                sample,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            ClientEvent::Session(SessionEvent::Dropped(reason)) => warn!(%reason, "frame dropped"),
+            ClientEvent::Session(SessionEvent::Header(_)) => {}
+        }
+    }
+    let _ = inputs
+        .send(Input::Notice(Notice {
+            title: "PMU stream ended".into(),
+            body: format!("{}: the PMU client stopped", stream.name),
+            kind: "failure",
+            tag: format!("pmu/{}", stream.name),
+        }))
+        .await;
+}
+
+/// The layout of a PMU's topic: names, units and types in the order of the sample's values.
+fn metadata_json(
+    pmu: &edgeward_measurement::c37118::PmuConfig,
+    config: &edgeward_measurement::c37118::ConfigFrame,
+) -> String {
+    let mut signals = Vec::new();
+    for phasor in &pmu.phasors {
+        use edgeward_measurement::c37118::{PhasorQuantity, PhasorScale};
+        let current = match &phasor.scale {
+            PhasorScale::Unit(unit) => unit.quantity == PhasorQuantity::Current,
+            PhasorScale::Cfg3 { phasor_type, .. } => phasor_type & 0x08 != 0,
+        };
+        let unit = if current { "A" } else { "V" };
+        signals
+            .push(serde_json::json!({"name": phasor.name.trim(), "unit": unit, "type": "complex"}));
+    }
+    signals.push(serde_json::json!({"name": "frequency", "unit": "Hz", "type": "float"}));
+    signals.push(serde_json::json!({"name": "rocof", "unit": "Hz/s", "type": "float"}));
+    for analog in &pmu.analogs {
+        signals.push(serde_json::json!({"name": analog.name.trim(), "unit": "", "type": "float"}));
+    }
+    for word in &pmu.digitals {
+        let names: Vec<&str> = word.names.iter().map(|name| name.trim()).collect();
+        signals.push(serde_json::json!({"name": names.join(","), "unit": "", "type": "integer"}));
+    }
+    serde_json::json!({
+        "station": pmu.station.trim(),
+        "idcode": pmu.idcode.0,
+        "rate": config.data_rate.0,
+        "signals": signals,
+    })
+    .to_string()
+}

@@ -1,0 +1,321 @@
+//! One block of samples as a Parquet file in the platform's recorder schema (pandas and
+//! pyarrow write it so): a naive nanosecond timestamp index `__index_level_0__` from
+//! `ts_origin`, `sequence` as int64, and per signal `signal{i}` (float64, int64 or bool) or
+//! `signal{i}.real` / `signal{i}.imag` (float64) for a complex value. Zstd, as the platform.
+//!
+//! Reading a file back yields exactly the samples the digest was computed over: float32
+//! phasors widen to float64 and narrow back without loss.
+
+use std::sync::Arc;
+
+use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as Physical, ZstdLevel};
+use parquet::data_type::{BoolType, DoubleType, Int64Type};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::record::Field;
+use parquet::schema::types::Type;
+
+use crate::sample::{Sample, Timestamp, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetError {
+    #[error("a block needs at least one sample")]
+    Empty,
+    #[error("sample {index} has another signal layout than the first")]
+    Layout { index: usize },
+    #[error("sample time {0:?} does not fit a nanosecond timestamp")]
+    Time(Timestamp),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("column {column}: {reason}")]
+    Column { column: String, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Float,
+    Int,
+    Bool,
+    Complex,
+}
+
+fn kind(value: &Value) -> Kind {
+    match value {
+        Value::Float(_) => Kind::Float,
+        Value::Int(_) => Kind::Int,
+        Value::Bool(_) => Kind::Bool,
+        Value::Complex { .. } => Kind::Complex,
+    }
+}
+
+fn column(name: &str, physical: Physical) -> Result<Arc<Type>, ParquetError> {
+    Ok(Arc::new(
+        Type::primitive_type_builder(name, physical)
+            .with_repetition(Repetition::REQUIRED)
+            .build()?,
+    ))
+}
+
+/// Encodes a block (all samples with the first one's layout) as a Parquet file.
+pub fn encode_block(samples: &[Sample]) -> Result<Vec<u8>, ParquetError> {
+    let first = samples.first().ok_or(ParquetError::Empty)?;
+    let layout: Vec<Kind> = first.values.iter().map(kind).collect();
+    for (index, sample) in samples.iter().enumerate() {
+        if sample.values.len() != layout.len()
+            || sample.values.iter().map(kind).ne(layout.iter().copied())
+        {
+            return Err(ParquetError::Layout { index });
+        }
+    }
+    // Column order and metadata as pandas writes them: the columns, then the index.
+    let mut fields = vec![column("sequence", Physical::INT64)?];
+    let mut described = vec![("sequence".to_owned(), "int64")];
+    for (index, kind) in layout.iter().enumerate() {
+        match kind {
+            Kind::Float => {
+                fields.push(column(&format!("signal{index}"), Physical::DOUBLE)?);
+                described.push((format!("signal{index}"), "float64"));
+            }
+            Kind::Int => {
+                fields.push(column(&format!("signal{index}"), Physical::INT64)?);
+                described.push((format!("signal{index}"), "int64"));
+            }
+            Kind::Bool => {
+                fields.push(column(&format!("signal{index}"), Physical::BOOLEAN)?);
+                described.push((format!("signal{index}"), "bool"));
+            }
+            Kind::Complex => {
+                for part in ["real", "imag"] {
+                    fields.push(column(&format!("signal{index}.{part}"), Physical::DOUBLE)?);
+                    described.push((format!("signal{index}.{part}"), "float64"));
+                }
+            }
+        }
+    }
+    fields.push(Arc::new(
+        Type::primitive_type_builder("__index_level_0__", Physical::INT64)
+            .with_repetition(Repetition::REQUIRED)
+            .with_logical_type(Some(LogicalType::Timestamp {
+                is_adjusted_to_u_t_c: false,
+                unit: TimeUnit::NANOS,
+            }))
+            .build()?,
+    ));
+    let schema = Arc::new(
+        Type::group_type_builder("schema")
+            .with_fields(fields)
+            .build()?,
+    );
+    let mut columns_metadata: Vec<serde_json::Value> = described
+        .iter()
+        .map(|(name, kind)| {
+            serde_json::json!({"name": name, "field_name": name, "pandas_type": kind,
+                               "numpy_type": kind, "metadata": null})
+        })
+        .collect();
+    columns_metadata.push(
+        serde_json::json!({"name": null, "field_name": "__index_level_0__",
+        "pandas_type": "datetime", "numpy_type": "datetime64[ns]", "metadata": null}),
+    );
+    let pandas = serde_json::json!({
+        "index_columns": ["__index_level_0__"],
+        "column_indexes": [{"name": null, "field_name": null, "pandas_type": "unicode",
+                            "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "columns": columns_metadata,
+        "attributes": {},
+        "creator": {"library": "edgeward", "version": env!("CARGO_PKG_VERSION")},
+        "pandas_version": "2.0.0",
+    });
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "pandas".to_owned(),
+            pandas.to_string(),
+        )]))
+        .build();
+    let mut writer = SerializedFileWriter::new(Vec::new(), schema, Arc::new(properties))?;
+    let mut group = writer.next_row_group()?;
+    let times = samples
+        .iter()
+        .map(|sample| {
+            i64::try_from(sample.ts_origin.as_nanos())
+                .map_err(|_| ParquetError::Time(sample.ts_origin))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sequences: Vec<i64> = samples
+        .iter()
+        .map(|sample| sample.sequence as i64)
+        .collect();
+    let mut columns: Vec<ColumnData> = vec![ColumnData::Int(sequences)];
+    for (index, kind) in layout.iter().enumerate() {
+        let values = samples.iter().map(|sample| sample.values[index]);
+        match kind {
+            Kind::Float => columns.push(ColumnData::Double(
+                values
+                    .map(|value| {
+                        if let Value::Float(v) = value {
+                            v
+                        } else {
+                            f64::NAN
+                        }
+                    })
+                    .collect(),
+            )),
+            Kind::Int => columns.push(ColumnData::Int(
+                values
+                    .map(|value| if let Value::Int(v) = value { v } else { 0 })
+                    .collect(),
+            )),
+            Kind::Bool => columns.push(ColumnData::Bool(
+                values
+                    .map(|value| matches!(value, Value::Bool(true)))
+                    .collect(),
+            )),
+            Kind::Complex => {
+                let pairs: Vec<(f64, f64)> = values
+                    .map(|value| match value {
+                        Value::Complex { re, im } => (f64::from(re), f64::from(im)),
+                        _ => (f64::NAN, f64::NAN),
+                    })
+                    .collect();
+                columns.push(ColumnData::Double(
+                    pairs.iter().map(|pair| pair.0).collect(),
+                ));
+                columns.push(ColumnData::Double(
+                    pairs.iter().map(|pair| pair.1).collect(),
+                ));
+            }
+        }
+    }
+    columns.push(ColumnData::Int(times));
+    let mut columns = columns.into_iter();
+    while let Some(mut writer) = group.next_column()? {
+        match columns.next() {
+            Some(ColumnData::Int(values)) => {
+                writer
+                    .typed::<Int64Type>()
+                    .write_batch(&values, None, None)?;
+            }
+            Some(ColumnData::Double(values)) => {
+                writer
+                    .typed::<DoubleType>()
+                    .write_batch(&values, None, None)?;
+            }
+            Some(ColumnData::Bool(values)) => {
+                writer
+                    .typed::<BoolType>()
+                    .write_batch(&values, None, None)?;
+            }
+            None => {
+                return Err(ParquetError::Column {
+                    column: "?".into(),
+                    reason: "the schema has more columns than data".into(),
+                })
+            }
+        }
+        writer.close()?;
+    }
+    group.close()?;
+    Ok(writer.into_inner()?)
+}
+
+enum ColumnData {
+    Int(Vec<i64>),
+    Double(Vec<f64>),
+    Bool(Vec<bool>),
+}
+
+/// Reads a block file back into samples (the platform's layout: index, sequence, signals).
+pub fn decode_block(bytes: Vec<u8>) -> Result<Vec<Sample>, ParquetError> {
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))?;
+    let bad = |column: &str, reason: &str| ParquetError::Column {
+        column: column.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut samples = Vec::new();
+    for row in reader.get_row_iter(None)? {
+        let row = row?;
+        let mut ts_origin = None;
+        let mut sequence = None;
+        let mut values = Vec::new();
+        let mut real: Option<f64> = None;
+        for (name, field) in row.get_column_iter() {
+            match (name.as_str(), field) {
+                ("__index_level_0__", Field::Long(nanos)) if *nanos >= 0 => {
+                    let nanos = *nanos as u64;
+                    ts_origin =
+                        Timestamp::new(nanos / 1_000_000_000, (nanos % 1_000_000_000) as u32);
+                }
+                ("__index_level_0__", _) => return Err(bad(name, "not a nanosecond timestamp")),
+                ("sequence", Field::Long(value)) => sequence = Some(*value as u64),
+                ("sequence", _) => return Err(bad(name, "not int64")),
+                (name, field) if name.starts_with("signal") => {
+                    if name.ends_with(".real") {
+                        let Field::Double(value) = field else {
+                            return Err(bad(name, "not float64"));
+                        };
+                        real = Some(*value);
+                    } else if name.ends_with(".imag") {
+                        let (Field::Double(im), Some(re)) = (field, real.take()) else {
+                            return Err(bad(name, "an imaginary part without its real part"));
+                        };
+                        values.push(Value::Complex {
+                            re: re as f32,
+                            im: *im as f32,
+                        });
+                    } else {
+                        values.push(match field {
+                            Field::Double(value) => Value::Float(*value),
+                            Field::Long(value) => Value::Int(*value),
+                            Field::Bool(value) => Value::Bool(*value),
+                            _ => return Err(bad(name, "not float64, int64 or bool")),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        samples.push(Sample {
+            ts_origin: ts_origin.ok_or_else(|| bad("__index_level_0__", "missing"))?,
+            sequence: sequence.ok_or_else(|| bad("sequence", "missing"))?,
+            values,
+        });
+    }
+    Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_reads_back_to_the_same_samples() {
+        let samples: Vec<Sample> = (0..5u64)
+            .map(|index| Sample {
+                ts_origin: Timestamp::new(1_700_000_000 + index, 20_000_000).expect("valid"),
+                sequence: 100 + index,
+                values: vec![
+                    Value::Complex {
+                        re: 230.1 + index as f32,
+                        im: -1.25,
+                    },
+                    Value::Float(50.0 + index as f64 / 100.0),
+                    Value::Int(-3),
+                    Value::Bool(index % 2 == 0),
+                ],
+            })
+            .collect();
+        let bytes = encode_block(&samples).expect("encodes");
+        assert_eq!(decode_block(bytes).expect("decodes"), samples);
+        let mut mixed = samples.clone();
+        mixed[3].values.pop();
+        assert!(matches!(
+            encode_block(&mixed),
+            Err(ParquetError::Layout { index: 3 })
+        ));
+        assert!(matches!(encode_block(&[]), Err(ParquetError::Empty)));
+        assert!(decode_block(b"not parquet".to_vec()).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! `edgeward verify-data DIR`: for every block file in a store laid out like the platform's
+//! bucket, recompute the digest from the Parquet file and check its time-stamp token and its
+//! device signature; one line per block, `ok` or the reason. The signer must be the device
+//! whose topic the block was recorded under.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use edgeward_measurement::block::BlockHasher;
+use edgeward_proof::trust::TrustAnchors;
+
+#[derive(Args)]
+pub struct VerifyDataArgs {
+    /// The store (the bucket's root, holding data/).
+    store: PathBuf,
+    /// The root the TSA certificate must chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    tsa_root: PathBuf,
+    /// The device CA (or the platform CA above it), PEM.
+    #[arg(long, value_name = "FILE")]
+    device_ca: PathBuf,
+    /// The TSA certificate, when its tokens do not carry it (PEM).
+    #[arg(long, value_name = "FILE")]
+    tsa_cert: Option<PathBuf>,
+}
+
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|entry| entry.path());
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            parquet_files(&path, out)?;
+        } else if path
+            .extension()
+            .is_some_and(|extension| extension == "parquet")
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: VerifyDataArgs) -> Result<bool> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let tsa_root = TrustAnchors::from_pem(&read(&args.tsa_root)?).context("--tsa-root")?;
+    let device_ca = TrustAnchors::from_pem(&read(&args.device_ca)?).context("--device-ca")?;
+    let untrusted: Vec<Vec<u8>> = match &args.tsa_cert {
+        Some(path) => pem::parse_many(read(path)?)?
+            .into_iter()
+            .map(pem::Pem::into_contents)
+            .collect(),
+        None => Vec::new(),
+    };
+    let measurements = args.store.join("data/measurements");
+    let mut files = Vec::new();
+    parquet_files(&measurements, &mut files)?;
+    let mut good = 0usize;
+    for file in &files {
+        let name = file
+            .strip_prefix(&args.store)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        match check(
+            &args.store,
+            &measurements,
+            file,
+            &tsa_root,
+            &device_ca,
+            &untrusted,
+        ) {
+            Ok(line) => {
+                good += 1;
+                println!("{name}: ok {line}");
+            }
+            Err(error) => println!("{name}: FAIL {error:#}"),
+        }
+    }
+    println!("{good} of {} blocks verified", files.len());
+    Ok(good == files.len() && !files.is_empty())
+}
+
+fn check(
+    store: &Path,
+    measurements: &Path,
+    file: &Path,
+    tsa_root: &TrustAnchors,
+    device_ca: &TrustAnchors,
+    untrusted: &[Vec<u8>],
+) -> Result<String> {
+    let samples = edgeward_measurement::parquet_block::decode_block(std::fs::read(file)?)
+        .context("not a block file")?;
+    let mut hasher = BlockHasher::new();
+    for sample in &samples {
+        hasher.push(sample);
+    }
+    let closed = hasher.finish().context("the block has no samples")?;
+    let hex = closed.digest.hex_upper();
+    let tsr = store.join(format!("data/signatures/tsr/{hex}.sha256.tsr"));
+    let tsr =
+        std::fs::read(&tsr).with_context(|| format!("no time-stamp token for digest {hex}"))?;
+    let stamped = edgeward_proof::timestamp::verify_response(
+        &tsr,
+        &closed.digest.0,
+        None,
+        tsa_root,
+        untrusted,
+    )
+    .with_context(|| format!("the token for {hex}"))?;
+    let p7s = store.join(format!("data/signatures/sig/{hex}.sha256.p7s"));
+    let p7s =
+        std::fs::read(&p7s).with_context(|| format!("no device signature for digest {hex}"))?;
+    let origin = edgeward_proof::origin::verify_block(&p7s, &closed.digest.0, device_ca)
+        .with_context(|| format!("the device signature for {hex}"))?;
+    // data/measurements/<location>/<device>/<point>/<file>: the device level must be the signer.
+    let device = file
+        .strip_prefix(measurements)
+        .ok()
+        .and_then(|relative| relative.iter().nth(1))
+        .and_then(|device| device.to_str())
+        .context("the file is not under <location>/<device>/<point>")?;
+    if !origin
+        .device
+        .split(',')
+        .any(|part| part.trim() == format!("CN={device}"))
+    {
+        anyhow::bail!(
+            "signed by {}, but recorded under device {device}",
+            origin.device
+        );
+    }
+    Ok(format!(
+        "samples={} digest={hex} tsa_time={} device={device}",
+        samples.len(),
+        stamped.gen_time
+    ))
+}

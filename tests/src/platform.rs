@@ -1,0 +1,356 @@
+//! The central side of the data path as real processes, the way the SEGuRo platform runs it:
+//! an OpenSSL PKI (platform CA, broker, recorder and TSA certificates), Mosquitto 2 with
+//! `require_certificate` and `use_identity_as_username` and a default-deny ACL, `edgeward tsa
+//! serve` as the TSA and `edgeward recorder` as the recorder; and devices, each a swtpm whose
+//! device key was certified by its AK and given a certificate by the device CA (an intermediate
+//! under the platform CA), laid out as `edgeward-agent attest` leaves it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::openssl::{leaf, root_ca, KeyKind, TSA_EXTENSIONS};
+use crate::required_peer_missing;
+use crate::swtpm::Swtpm;
+
+/// A child process killed when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something listens on the loopback port.
+pub fn wait_for_port(port: u16, what: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what} listens on {port} within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Platform {
+    pub dir: PathBuf,
+    pub mqtt_port: u16,
+    pub tsa_port: u16,
+    pub mosquitto: Option<Process>,
+    _tsa: Process,
+    device_ca: (String, String),
+}
+
+/// A device: its TPM and what attestation left on disk.
+pub struct Device {
+    pub tpm: Swtpm,
+    pub name: String,
+    pub state: PathBuf,
+    pub pki: PathBuf,
+}
+
+impl Platform {
+    /// The PKI, the broker and the TSA in `dir`. `None` when Mosquitto is missing outside CI.
+    pub fn start(dir: &Path) -> Option<Self> {
+        if Command::new("mosquitto").arg("-h").output().is_err() {
+            required_peer_missing("mosquitto is not installed (run scripts/setup)");
+            return None;
+        }
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki).expect("pki dir");
+        root_ca(&pki, "ca", "/CN=SEGuRo Certificate Authority");
+        leaf(
+            &pki,
+            "server",
+            KeyKind::P256,
+            "/CN=localhost",
+            "ca",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        );
+        leaf(
+            &pki,
+            "recorder",
+            KeyKind::P256,
+            "/CN=recorder",
+            "ca",
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        );
+        root_ca(&pki, "tsa-root", "/CN=Platform TSA Root");
+        leaf(
+            &pki,
+            "tsa",
+            KeyKind::P256,
+            "/CN=Platform TSA",
+            "tsa-root",
+            TSA_EXTENSIONS,
+        );
+        let platform_ca = std::fs::read_to_string(pki.join("ca.crt")).expect("CA");
+        let platform_key = std::fs::read_to_string(pki.join("ca.key")).expect("CA key");
+        let now = now();
+        let device_ca = edgeward_attestation::device_ca::new_ca(
+            "Edgeward device CA",
+            Some((&platform_ca, &platform_key)),
+            now - 300,
+            now + 86_400,
+        )
+        .expect("device CA");
+        std::fs::write(pki.join("device-ca.crt"), &device_ca.0).expect("write");
+
+        let mqtt_port = crate::pypmu::free_port();
+        let mut platform = Self {
+            dir: dir.to_owned(),
+            mqtt_port,
+            tsa_port: 0,
+            mosquitto: None,
+            _tsa: start_tsa(&pki),
+            device_ca,
+        };
+        platform.tsa_port = platform.tsa_port_from_file();
+        platform.start_broker();
+        Some(platform)
+    }
+
+    fn tsa_port_from_file(&self) -> u16 {
+        std::fs::read_to_string(self.dir.join("pki/tsa.port"))
+            .expect("TSA port")
+            .trim()
+            .parse()
+            .expect("port")
+    }
+
+    /// The broker configuration: the platform's, with an ACL file in place of dynsec (the same
+    /// rules: the recorder reads everything, a device writes only its own topics).
+    pub fn broker_config(&self) -> PathBuf {
+        let pki = self.dir.join("pki");
+        let acl = self.dir.join("acl");
+        std::fs::write(
+            &acl,
+            "user recorder\ntopic read #\n\n\
+             pattern write data/measurements/+/%u/#\n\
+             pattern write metadata/measurements/+/%u/#\n\
+             pattern write signatures/+\n\
+             pattern write heartbeats\n\
+             pattern write notifications\n",
+        )
+        .expect("acl");
+        let config = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "per_listener_settings false\nuser root\npersistence false\n\
+                 log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+                 listener {port} 127.0.0.1\ncafile {pki}/ca.crt\ncertfile {pki}/server.crt\n\
+                 keyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n\
+                 allow_anonymous false\nacl_file {acl}\nmax_inflight_messages 1000\nmax_queued_messages 100000\n",
+                port = self.mqtt_port,
+                pki = pki.display(),
+                acl = acl.display()
+            ),
+        )
+        .expect("mosquitto.conf");
+        config
+    }
+
+    /// Starts (or starts again) the broker.
+    pub fn start_broker(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("mosquitto.log"))
+            .expect("log");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.broker_config())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto starts");
+        self.mosquitto = Some(Process(child));
+        wait_for_port(self.mqtt_port, "mosquitto");
+    }
+
+    /// Stops the broker: an outage.
+    pub fn stop_broker(&mut self) {
+        self.mosquitto = None;
+    }
+
+    pub fn pki(&self, file: &str) -> PathBuf {
+        self.dir.join("pki").join(file)
+    }
+
+    /// `edgeward recorder` into `store`.
+    pub fn recorder(&self, store: &Path) -> Process {
+        let log = std::fs::File::create(self.dir.join("recorder.log")).expect("log");
+        let child = Command::new(crate::edgeward_binary())
+            .args([
+                "recorder",
+                "--broker",
+                &format!("127.0.0.1:{}", self.mqtt_port),
+            ])
+            .arg("--ca")
+            .arg(self.pki("ca.crt"))
+            .arg("--cert")
+            .arg(self.pki("recorder.crt"))
+            .arg("--key")
+            .arg(self.pki("recorder.key"))
+            .arg("--store")
+            .arg(store)
+            .env("EDGEWARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("recorder starts");
+        Process(child)
+    }
+
+    /// A device named `name`: a swtpm with its device key, certified and given a certificate
+    /// for `name`, in the files `edgeward-agent attest` writes.
+    pub fn device(&self, name: &str) -> Option<Device> {
+        use edgeward_attestation::tpm;
+        let device_tpm = Swtpm::start()?;
+        let state = self.dir.join(format!("{name}-state"));
+        let pki = self.dir.join(format!("{name}-pki"));
+        std::fs::create_dir_all(&state).expect("state");
+        std::fs::create_dir_all(&pki).expect("pki");
+        let mut context = tpm::open(&device_tpm.tcti()).expect("swtpm");
+        let key = tpm::create_device_key(&mut context).expect("device key");
+        let keys = tpm::create_attestation_keys(&mut context, tpm::EkKind::Rsa).expect("AK");
+        let nonce = tpm::Nonce::new(b"data path device".to_vec()).expect("nonce");
+        let (attest, signature) = tpm::certify(&mut context, &keys, &key, &nonce).expect("certify");
+        let ak = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_pem(
+            &keys.ak_public_pem,
+        )
+        .expect("AK");
+        let certified = edgeward_attestation::quote::appraise_certify(
+            &key.public,
+            &attest,
+            &signature,
+            &ak,
+            nonce.as_bytes(),
+        )
+        .expect("certified");
+        let platform_ca = std::fs::read_to_string(self.pki("ca.crt")).expect("CA");
+        let ca = edgeward_attestation::device_ca::DeviceCa::from_pem(
+            &self.device_ca.0,
+            &self.device_ca.1,
+            &platform_ca,
+        )
+        .expect("device CA");
+        let issued = ca
+            .issue(name, &certified, now() - 60, now() + 86_400, rand::random())
+            .expect("device certificate");
+        std::fs::write(pki.join("device.crt"), &issued.pem).expect("write");
+        std::fs::write(pki.join("device-ca-chain.crt"), ca.chain_pem()).expect("write");
+        let blob = key.blob();
+        std::fs::write(state.join("device-key.pub"), &blob.public).expect("write");
+        std::fs::write(state.join("device-key.priv"), &blob.private).expect("write");
+        keys.flush(&mut context);
+        key.flush(&mut context);
+        Some(Device {
+            tpm: device_tpm,
+            name: name.to_owned(),
+            state,
+            pki,
+        })
+    }
+
+    /// `edgeward-agent stream` for `device`, reading the PMU at `pmu_port` (IDCODE `idcode`).
+    pub fn agent(&self, device: &Device, pmu_port: u16, idcode: u16, buffer: &Path) -> Command {
+        let config = self.dir.join(format!("{}-agent.toml", device.name));
+        std::fs::write(
+            &config,
+            format!(
+                "statistics_interval = 5\n[[pmu]]\nname = \"bay-1\"\nidcode = {idcode}\n\
+                 address = \"127.0.0.1:{pmu_port}\"\nreconnect_initial_ms = 100\nreconnect_max_s = 1\n"
+            ),
+        )
+        .expect("agent config");
+        let mut command = Command::new(crate::agent_binary());
+        command
+            .args(["stream", "--location", "sub1", "--tcti", &device.tpm.tcti()])
+            .arg("--config")
+            .arg(&config)
+            .arg("--state")
+            .arg(&device.state)
+            .arg("--pki")
+            .arg(&device.pki)
+            .arg("--buffer")
+            .arg(buffer)
+            .args(["--broker", &format!("127.0.0.1:{}", self.mqtt_port)])
+            .arg("--broker-ca")
+            .arg(self.pki("ca.crt"))
+            .args([
+                "--tsa",
+                &format!("http://127.0.0.1:{}/api/v1/timestamp", self.tsa_port),
+            ])
+            .arg("--tsa-root")
+            .arg(self.pki("tsa-root.crt"))
+            .args(["--block-seconds", "1", "--heartbeat-seconds", "2"]);
+        command
+    }
+}
+
+fn start_tsa(pki: &Path) -> Process {
+    let port = crate::pypmu::free_port();
+    let child = Command::new(crate::edgeward_binary())
+        .args(["tsa", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--cert")
+        .arg(pki.join("tsa.crt"))
+        .arg("--key")
+        .arg(pki.join("tsa.key"))
+        .arg("--chain")
+        .arg(pki.join("tsa-root.crt"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("edgeward tsa serve starts");
+    std::fs::write(pki.join("tsa.port"), port.to_string()).expect("write");
+    wait_for_port(port, "edgeward tsa serve");
+    Process(child)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// `mosquitto_sub` as the recorder, collecting `topic` for `seconds`: what the broker delivers,
+/// one line per message (`-v`: topic and payload, hex).
+pub fn subscribe(platform: &Platform, topic: &str, seconds: u64) -> Child {
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
+        .arg("--cafile")
+        .arg(platform.pki("ca.crt"))
+        .arg("--cert")
+        .arg(platform.pki("recorder.crt"))
+        .arg("--key")
+        .arg(platform.pki("recorder.key"))
+        .args(["-t", topic, "-v", "-W", &seconds.to_string(), "-q", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs")
+}
+
+/// `openssl` made certificates for a device key outside any TPM, for clients that must be
+/// refused (another device's name, no certificate at all).
+pub fn software_client(platform: &Platform, name: &str) -> (PathBuf, PathBuf) {
+    let pki = platform.dir.join("pki");
+    leaf(
+        &pki,
+        name,
+        KeyKind::P256,
+        &format!("/CN={name}"),
+        "ca",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+    (
+        pki.join(format!("{name}.crt")),
+        pki.join(format!("{name}.key")),
+    )
+}
