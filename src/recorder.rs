@@ -209,6 +209,8 @@ pub fn run(args: RecorderArgs) -> Result<()> {
             let mut options = MqttOptions::new("edgeward-recorder", host, port);
             options.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
             options.set_keep_alive(Duration::from_secs(5));
+            // A persistent session: the broker queues what arrives while the recorder restarts.
+            options.set_clean_session(false);
             options.set_max_packet_size(1 << 20, 1 << 20);
             let (client, mut events) = AsyncClient::new(options, 64);
             let deadline = async {

@@ -6,7 +6,7 @@
 //! Bounded: when full, the oldest messages are dropped, counted (persistently) and reported, so
 //! that live data keeps flowing and the loss is never silent.
 //!
-//! Besides the outbox, two small trees make the pipeline's own state survive a crash: the
+//! Besides the outbox, the same store keeps the pipeline's own state through a crash: the
 //! samples of each topic's open block (so its digest covers every sample after a restart), and
 //! the block digests still waiting for a timestamp.
 
@@ -80,21 +80,45 @@ impl Fill {
 }
 
 /// The durable outbox. Cheap to clone; all clones share the database.
+///
+/// Everything lives in one sled tree under key prefixes, because a sled batch is atomic only
+/// within its tree: a sample must never be in the outbox after a crash without also being in
+/// its open block (the block's digest would then miss a sample the platform records).
 #[derive(Clone)]
 pub struct Buffer {
     db: sled::Db,
-    outbox: sled::Tree,
-    meta: sled::Tree,
-    open_blocks: sled::Tree,
-    pending_timestamps: sled::Tree,
+    tree: sled::Tree,
     next_id: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
+    messages: Arc<AtomicU64>,
     limits: Limits,
+    /// Held from taking ids to inserting them, so that messages become visible in id order
+    /// (the forwarder reads "everything after the last id sent"; a gap filled later would be
+    /// skipped until the next connection).
+    order: Arc<std::sync::Mutex<()>>,
     /// Woken when messages are accepted.
     pub accepted: Arc<Notify>,
 }
 
-const DROPPED: &[u8] = b"dropped";
+/// Key prefixes: outbox messages by id, open-block samples, pending timestamps, counters.
+const OUTBOX: u8 = b'o';
+const BLOCK: u8 = b'b';
+const PENDING: u8 = b't';
+const DROPPED: &[u8] = b"m-dropped";
+const NEXT_ID: &[u8] = b"m-next-id";
+
+fn outbox_key(id: u64) -> [u8; 9] {
+    let mut key = [OUTBOX; 9];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(key.len() + 1);
+    full.push(prefix);
+    full.extend_from_slice(key);
+    full
+}
 
 impl Buffer {
     pub fn open(path: &Path, limits: Limits) -> Result<Self> {
@@ -103,70 +127,75 @@ impl Buffer {
             .mode(sled::Mode::HighThroughput)
             .open()
             .with_context(|| format!("cannot open the buffer at {}", path.display()))?;
-        let outbox = db.open_tree("outbox")?;
-        let meta = db.open_tree("meta")?;
-        let open_blocks = db.open_tree("open-blocks")?;
-        let pending_timestamps = db.open_tree("pending-timestamps")?;
-        let next_id = match outbox.last()? {
-            Some((key, _)) => id_of(&key)? + 1,
-            None => meta
-                .get(b"next-id")?
+        let tree = db.open_tree("buffer")?;
+        let last = tree.scan_prefix([OUTBOX]).next_back().transpose()?;
+        let next_id = match last {
+            Some((key, _)) => id_of(&key[1..])? + 1,
+            None => tree
+                .get(NEXT_ID)?
                 .map(|value| id_of(&value))
                 .transpose()?
                 .unwrap_or(1),
         };
-        let mut bytes = 0u64;
-        for entry in outbox.iter() {
+        let (mut bytes, mut messages) = (0u64, 0u64);
+        for entry in tree.scan_prefix([OUTBOX]) {
             let (_, value) = entry?;
             bytes += value.len() as u64;
+            messages += 1;
         }
         Ok(Self {
             db,
-            outbox,
-            meta,
-            open_blocks,
-            pending_timestamps,
+            tree,
             next_id: Arc::new(AtomicU64::new(next_id)),
             bytes: Arc::new(AtomicU64::new(bytes)),
+            messages: Arc::new(AtomicU64::new(messages)),
             limits,
+            order: Arc::new(std::sync::Mutex::new(())),
             accepted: Arc::new(Notify::new()),
         })
     }
 
-    /// Accepts messages: they are written and fsynced before this returns, with the open-block
-    /// samples (`block_puts`, `block_clears`) and pending timestamps changed in the same flush.
-    /// Returns the ids given, and how many old messages were dropped to make room.
+    /// Accepts messages: they are written and fsynced before this returns, with the pipeline
+    /// state changes in the same atomic batch. Returns the ids given, and how many old messages
+    /// were dropped to make room.
     pub fn accept(&self, messages: &[Outgoing], state: &StateChanges) -> Result<(Vec<u64>, u64)> {
         let mut ids = Vec::with_capacity(messages.len());
         let mut batch = sled::Batch::default();
         let mut added = 0u64;
-        for message in messages {
-            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-            let encoded = message.encode();
-            added += encoded.len() as u64;
-            batch.insert(&id.to_be_bytes(), encoded);
-            ids.push(id);
-        }
-        self.outbox.apply_batch(batch)?;
-        let mut blocks = sled::Batch::default();
+        // Block samples cleared before the puts: a batch applies in order.
         for key in &state.block_clears {
-            for entry in self.open_blocks.scan_prefix(key) {
+            for entry in self.tree.scan_prefix(prefixed(BLOCK, key)) {
                 let (key, _) = entry?;
-                blocks.remove(key);
+                batch.remove(key);
             }
         }
         for (key, value) in &state.block_puts {
-            blocks.insert(key.as_slice(), value.as_slice());
+            batch.insert(prefixed(BLOCK, key), value.as_slice());
         }
-        self.open_blocks.apply_batch(blocks)?;
         for (key, value) in &state.timestamps_add {
-            self.pending_timestamps
-                .insert(key.as_slice(), value.as_slice())?;
+            batch.insert(prefixed(PENDING, key), value.as_slice());
         }
         for key in &state.timestamps_done {
-            self.pending_timestamps.remove(key.as_slice())?;
+            batch.remove(prefixed(PENDING, key));
+        }
+        {
+            // A poisoned lock only means another accept panicked; the order it guards holds.
+            let _order = self
+                .order
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for message in messages {
+                let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+                let encoded = message.encode();
+                added += encoded.len() as u64;
+                batch.insert(&outbox_key(id), encoded);
+                ids.push(id);
+            }
+            batch.insert(NEXT_ID, &self.next_id.load(Ordering::SeqCst).to_be_bytes());
+            self.tree.apply_batch(batch)?;
         }
         self.bytes.fetch_add(added, Ordering::SeqCst);
+        self.messages.fetch_add(ids.len() as u64, Ordering::SeqCst);
         let dropped = self.enforce_limit()?;
         self.db.flush().context("cannot fsync the buffer")?;
         self.accepted.notify_one();
@@ -175,23 +204,30 @@ impl Buffer {
 
     fn enforce_limit(&self) -> Result<u64> {
         let mut dropped = 0u64;
-        while self.bytes.load(Ordering::SeqCst) > self.limits.max_bytes {
-            let Some((key, value)) = self.outbox.pop_min()? else {
-                break;
-            };
-            let _ = key;
-            self.bytes.fetch_sub(value.len() as u64, Ordering::SeqCst);
-            dropped += 1;
+        let mut batch = sled::Batch::default();
+        let mut freed = 0u64;
+        if self.bytes.load(Ordering::SeqCst) > self.limits.max_bytes {
+            for entry in self.tree.scan_prefix([OUTBOX]) {
+                let (key, value) = entry?;
+                batch.remove(key);
+                freed += value.len() as u64;
+                dropped += 1;
+                if self.bytes.load(Ordering::SeqCst) - freed <= self.limits.max_bytes {
+                    break;
+                }
+            }
         }
         if dropped > 0 {
             let before = self
-                .meta
+                .tree
                 .get(DROPPED)?
                 .map(|value| id_of(&value))
                 .transpose()?
                 .unwrap_or(0);
-            self.meta
-                .insert(DROPPED, &(before + dropped).to_be_bytes())?;
+            batch.insert(DROPPED, &(before + dropped).to_be_bytes());
+            self.tree.apply_batch(batch)?;
+            self.bytes.fetch_sub(freed, Ordering::SeqCst);
+            self.messages.fetch_sub(dropped, Ordering::SeqCst);
         }
         Ok(dropped)
     }
@@ -199,9 +235,11 @@ impl Buffer {
     /// Messages after `after` (exclusive) in id order, at most `limit`.
     pub fn after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Outgoing)>> {
         let mut out = Vec::with_capacity(limit);
-        for entry in self.outbox.range((after + 1).to_be_bytes()..) {
+        let start = outbox_key(after.saturating_add(1));
+        let end = [OUTBOX + 1];
+        for entry in self.tree.range(start.as_slice()..end.as_slice()) {
             let (key, value) = entry?;
-            out.push((id_of(&key)?, Outgoing::decode(&value)?));
+            out.push((id_of(&key[1..])?, Outgoing::decode(&value)?));
             if out.len() == limit {
                 break;
             }
@@ -212,21 +250,21 @@ impl Buffer {
     /// The broker acknowledged these: they leave the buffer.
     pub fn acknowledged(&self, ids: &[u64]) -> Result<()> {
         let mut batch = sled::Batch::default();
-        let mut freed = 0u64;
+        let (mut freed, mut removed) = (0u64, 0u64);
         for id in ids {
-            if let Some(value) = self.outbox.get(id.to_be_bytes())? {
+            if let Some(value) = self.tree.get(outbox_key(*id))? {
                 freed += value.len() as u64;
-                batch.remove(&id.to_be_bytes());
+                removed += 1;
+                batch.remove(&outbox_key(*id));
             }
         }
-        self.outbox.apply_batch(batch)?;
-        // Remember where ids stand, so an empty buffer after a restart never reuses one.
-        self.meta.insert(
-            b"next-id",
-            &self.next_id.load(Ordering::SeqCst).to_be_bytes(),
-        )?;
+        self.tree.apply_batch(batch)?;
         self.bytes.fetch_sub(
             freed.min(self.bytes.load(Ordering::SeqCst)),
+            Ordering::SeqCst,
+        );
+        self.messages.fetch_sub(
+            removed.min(self.messages.load(Ordering::SeqCst)),
             Ordering::SeqCst,
         );
         Ok(())
@@ -234,10 +272,10 @@ impl Buffer {
 
     pub fn fill(&self) -> Result<Fill> {
         Ok(Fill {
-            messages: self.outbox.len() as u64,
+            messages: self.messages.load(Ordering::SeqCst),
             bytes: self.bytes.load(Ordering::SeqCst),
             dropped: self
-                .meta
+                .tree
                 .get(DROPPED)?
                 .map(|value| id_of(&value))
                 .transpose()?
@@ -246,25 +284,23 @@ impl Buffer {
         })
     }
 
-    /// The open blocks' samples, as stored by [`StateChanges::block_puts`].
-    pub fn open_block_samples(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.open_blocks
-            .iter()
+    fn entries(&self, prefix: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree
+            .scan_prefix([prefix])
             .map(|entry| {
                 let (key, value) = entry?;
-                Ok((key.to_vec(), value.to_vec()))
+                Ok((key[1..].to_vec(), value.to_vec()))
             })
             .collect()
     }
 
+    /// The open blocks' samples, as stored by [`StateChanges::block_puts`].
+    pub fn open_block_samples(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.entries(BLOCK)
+    }
+
     pub fn pending_timestamps(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.pending_timestamps
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                Ok((key.to_vec(), value.to_vec()))
-            })
-            .collect()
+        self.entries(PENDING)
     }
 
     pub fn flush(&self) -> Result<()> {

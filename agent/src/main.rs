@@ -5,15 +5,11 @@
 //! it attestation, signing and forwarding.
 
 mod attest;
-mod buffer;
-mod config;
-mod forwarder;
 mod init;
-mod mtls;
-mod pipeline;
 mod streams;
-mod tpm_worker;
 mod verifier_client;
+
+use edgeward_agent::{buffer, config, forwarder, mtls, pipeline, tpm_worker};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -244,12 +240,14 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             let anchors = edgeward_proof::trust::TrustAnchors::from_pem(&read(&tsa_root)?)
                 .context("--tsa-root")?;
+            let opening = std::time::Instant::now();
             let buffer = buffer::Buffer::open(
                 &buffer,
                 buffer::Limits {
                     max_bytes: buffer_bytes,
                 },
             )?;
+            tracing::info!(open_ms = opening.elapsed().as_millis() as u64, fill = ?buffer.fill()?, "buffer opened");
             let options = pipeline::PipelineOptions {
                 streams: config.pmus,
                 location: edgeward_measurement::villas::TopicSegment::new(&location)?,

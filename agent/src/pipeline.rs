@@ -21,7 +21,7 @@ use edgeward_measurement::villas::{
 use edgeward_proof::timestamp::{self, TsaNonce};
 use edgeward_proof::trust::TrustAnchors;
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::buffer::{Buffer, Outgoing, StateChanges};
 use crate::config::PmuStream;
@@ -120,7 +120,7 @@ impl TsaClient {
 }
 
 /// A sample on its way from a PMU task to the accepting task.
-enum Input {
+pub enum Input {
     Sample {
         topic: Arc<PointTopic>,
         sample: Sample,
@@ -177,6 +177,146 @@ fn pending_value(topic: &PointTopic, closed: &ClosedBlock) -> Vec<u8> {
     format!("{} {}", topic.samples(), closed.line()).into_bytes()
 }
 
+/// The accepting step: turns what the PMU tasks deliver into buffered messages, keeping each
+/// topic's block framing and the open blocks' samples on disk, in one fsync per batch.
+pub struct Accepter {
+    buffer: Buffer,
+    interval: BlockInterval,
+    device: TopicSegment,
+    framers: BTreeMap<String, BlockFramer>,
+    /// Samples accepted by this process.
+    pub samples: u64,
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// Buffer ids of the batch's messages, in order; for samples, in input order.
+    pub ids: Vec<u64>,
+    /// Old messages dropped to make room.
+    pub dropped: u64,
+    /// Whether a block closed (its proofs are due).
+    pub closed_block: bool,
+}
+
+impl Accepter {
+    /// Restores the open blocks from before a restart: their samples were accepted, so their
+    /// digests must cover them.
+    pub fn new(buffer: Buffer, interval: BlockInterval, device: TopicSegment) -> Result<Self> {
+        let mut framers: BTreeMap<String, BlockFramer> = BTreeMap::new();
+        let mut restored = 0usize;
+        for (key, value) in buffer.open_block_samples()? {
+            let Some(split) = key.iter().position(|byte| *byte == 0) else {
+                continue;
+            };
+            let topic = String::from_utf8_lossy(&key[..split]).into_owned();
+            for wire in villas::decode(&value).context("a stored open-block sample")? {
+                framers
+                    .entry(topic.clone())
+                    .or_insert_with(|| BlockFramer::new(interval))
+                    .push(&wire.sample);
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            info!(
+                samples = restored,
+                blocks = framers.len(),
+                "restored open blocks after a restart"
+            );
+        }
+        Ok(Self {
+            buffer,
+            interval,
+            device,
+            framers,
+            samples: 0,
+        })
+    }
+
+    pub fn accept(&mut self, batch: Vec<Input>) -> Result<Accepted> {
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut state = StateChanges::default();
+        let mut closed_block = false;
+        let mut sequences: Vec<u64> = Vec::new();
+        for input in batch {
+            match input {
+                Input::Sample { topic, sample } => {
+                    let name = topic.samples();
+                    let interval = self.interval;
+                    let framer = self
+                        .framers
+                        .entry(name.clone())
+                        .or_insert_with(|| BlockFramer::new(interval));
+                    let framed = framer.push(&sample);
+                    if let Some(closed) = framed.closed {
+                        // The block's samples are no longer needed to redo its digest.
+                        let prefix = block_prefix(&topic);
+                        state
+                            .block_puts
+                            .retain(|(key, _)| !key.starts_with(&prefix));
+                        state.block_clears.push(prefix);
+                        state
+                            .timestamps_add
+                            .push((closed.digest.0.to_vec(), pending_value(&topic, &closed)));
+                        info!(topic = %name, samples = closed.samples, digest = %closed.digest.hex_upper(), "block closed");
+                        closed_block = true;
+                    }
+                    sequences.push(sample.sequence);
+                    let wire = [WireSample {
+                        sample,
+                        new_frame: framed.new_frame,
+                    }];
+                    let payload = villas::encode(&wire)?;
+                    state
+                        .block_puts
+                        .push((block_key(&topic, wire[0].sample.sequence), payload.clone()));
+                    messages.push(Outgoing {
+                        topic: name,
+                        payload,
+                        retain: false,
+                    });
+                    self.samples += 1;
+                }
+                Input::Metadata { topic, json } => messages.push(Outgoing {
+                    topic: topic.metadata(),
+                    payload: json.into_bytes(),
+                    retain: true,
+                }),
+                Input::Notice(notice) => messages.push(notice.message(&self.device)),
+            }
+        }
+        let (ids, dropped) = self.buffer.accept(&messages, &state)?;
+        // After the fsync: what this line names survives a crash.
+        if let (false, Some(first_id), Some(last_id)) =
+            (sequences.is_empty(), ids.first(), ids.last())
+        {
+            debug!(first_id, last_id, sequences = %sequences.iter().map(u64::to_string).collect::<Vec<_>>().join(","), "accepted");
+        }
+        if dropped > 0 {
+            warn!(dropped, "buffer full: dropped the oldest messages");
+            self.buffer.accept(
+                &[Notice {
+                    title: "Edgeward buffer full".into(),
+                    body: format!(
+                        "{}: dropped the {dropped} oldest messages to keep live data",
+                        self.device
+                    ),
+                    kind: "failure",
+                    tag: "buffer".into(),
+                }
+                .message(&self.device)],
+                &StateChanges::default(),
+            )?;
+        }
+        Ok(Accepted {
+            ids,
+            dropped,
+            closed_block,
+        })
+    }
+}
+
 pub async fn run(options: PipelineOptions) -> Result<()> {
     let PipelineOptions {
         streams,
@@ -206,31 +346,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
             read_stream(stream, location.clone(), device.clone(), inputs.clone()).instrument(span),
         );
     }
-
-    // Open blocks from before a restart: their samples were accepted, so their digests must
-    // cover them.
-    let mut framers: BTreeMap<String, BlockFramer> = BTreeMap::new();
-    let mut restored = 0usize;
-    for (key, value) in buffer.open_block_samples()? {
-        let Some(split) = key.iter().position(|byte| *byte == 0) else {
-            continue;
-        };
-        let topic = String::from_utf8_lossy(&key[..split]).into_owned();
-        for wire in villas::decode(&value).context("a stored open-block sample")? {
-            framers
-                .entry(topic.clone())
-                .or_insert_with(|| BlockFramer::new(interval))
-                .push(&wire.sample);
-            restored += 1;
-        }
-    }
-    if restored > 0 {
-        info!(
-            samples = restored,
-            blocks = framers.len(),
-            "restored open blocks after a restart"
-        );
-    }
+    let mut accepter = Accepter::new(buffer.clone(), interval, device.clone())?;
 
     let proofs = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(
@@ -255,7 +371,6 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
     };
     tokio::pin!(deadline);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut accepted_samples = 0u64;
     let mut warned_full = false;
     loop {
         let first = tokio::select! {
@@ -265,7 +380,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
             },
             _ = beat.tick() => {
                 let fill = buffer.fill()?;
-                let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepted_samples, heartbeat)];
+                let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepter.samples, heartbeat)];
                 if fill.percent() > 80.0 && !warned_full {
                     warned_full = true;
                     messages.push(Notice {
@@ -291,75 +406,12 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
                 Err(_) => break,
             }
         }
-        let mut messages = Vec::with_capacity(batch.len());
-        let mut state = StateChanges::default();
-        let mut closed_any = false;
-        for input in batch {
-            match input {
-                Input::Sample { topic, sample } => {
-                    let name = topic.samples();
-                    let framer = framers
-                        .entry(name.clone())
-                        .or_insert_with(|| BlockFramer::new(interval));
-                    let framed = framer.push(&sample);
-                    if let Some(closed) = framed.closed {
-                        // The block's samples are no longer needed to redo its digest.
-                        let prefix = block_prefix(&topic);
-                        state
-                            .block_puts
-                            .retain(|(key, _)| !key.starts_with(&prefix));
-                        state.block_clears.push(prefix);
-                        state
-                            .timestamps_add
-                            .push((closed.digest.0.to_vec(), pending_value(&topic, &closed)));
-                        info!(topic = %name, samples = closed.samples, digest = %closed.digest.hex_upper(), "block closed");
-                        closed_any = true;
-                    }
-                    let wire = [WireSample {
-                        sample,
-                        new_frame: framed.new_frame,
-                    }];
-                    let payload = villas::encode(&wire)?;
-                    state
-                        .block_puts
-                        .push((block_key(&topic, wire[0].sample.sequence), payload.clone()));
-                    messages.push(Outgoing {
-                        topic: name,
-                        payload,
-                        retain: false,
-                    });
-                    accepted_samples += 1;
-                }
-                Input::Metadata { topic, json } => messages.push(Outgoing {
-                    topic: topic.metadata(),
-                    payload: json.into_bytes(),
-                    retain: true,
-                }),
-                Input::Notice(notice) => messages.push(notice.message(&device)),
-            }
-        }
-        let (_, dropped) = buffer.accept(&messages, &state)?;
-        if dropped > 0 {
-            warn!(dropped, "buffer full: dropped the oldest messages");
-            buffer.accept(
-                &[Notice {
-                    title: "Edgeward buffer full".into(),
-                    body: format!(
-                        "{device}: dropped the {dropped} oldest messages to keep live data"
-                    ),
-                    kind: "failure",
-                    tag: "buffer".into(),
-                }
-                .message(&device)],
-                &StateChanges::default(),
-            )?;
-        }
-        if closed_any {
+        if accepter.accept(batch)?.closed_block {
             proofs.notify_one();
         }
     }
     info!(
-        samples = accepted_samples,
+        samples = accepter.samples,
         acknowledged = stats.acknowledged.load(Ordering::Relaxed),
         "stopping"
     );

@@ -10,7 +10,7 @@ use edgeward_measurement::stats::StreamStatistics;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::config::{AgentConfig, PmuStream};
+use edgeward_agent::config::{AgentConfig, PmuStream};
 
 /// What a stream task reports to the agent.
 enum Report {

@@ -28,10 +28,20 @@ impl TpmSigner {
             ));
         };
         let blob = KeyBlob { public, private };
+        let started = std::time::Instant::now();
         let mut context = tpm::open(tcti)?;
-        tpm::flush_leftover_objects(&mut context)?;
+        let opened = started.elapsed();
+        let flushed = tpm::flush_leftover_objects(&mut context)?;
+        let cleaned = started.elapsed();
         let key = tpm::load_device_key(&mut context, &blob)
             .context("the device key does not load in this TPM")?;
+        tracing::info!(
+            open_ms = opened.as_millis() as u64,
+            flush_ms = (cleaned - opened).as_millis() as u64,
+            load_ms = (started.elapsed() - cleaned).as_millis() as u64,
+            flushed,
+            "device key loaded"
+        );
         let (requests, receiver) = mpsc::channel::<([u8; 32], Reply)>();
         std::thread::Builder::new()
             .name("tpm".into())

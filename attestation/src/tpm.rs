@@ -614,6 +614,9 @@ pub fn load_device_key(context: &mut Context, saved: &KeyBlob) -> Result<DeviceK
     device_key(context, Some(saved))
 }
 
+/// The device key's commands authorise with the empty password (TPM_RS_PW), not an HMAC
+/// session: a password needs no session slot, so an agent killed mid-command leaves none behind
+/// in a TPM without a resource manager (swtpm over TCP has three).
 fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKey, TpmError> {
     use tss_esapi::interface_types::ecc::EccCurve;
     use tss_esapi::interface_types::resource_handles::Hierarchy;
@@ -635,9 +638,10 @@ fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKe
     )?;
     let srk = tpm(
         "SRK creation",
-        context.execute_with_nullauth_session(|context| {
-            context.create_primary(Hierarchy::Owner, srk_public, None, None, None, None)
-        }),
+        context.execute_with_session(
+            Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
+            |context| context.create_primary(Hierarchy::Owner, srk_public, None, None, None, None),
+        ),
     )?
     .key_handle;
     let result = (|| {
@@ -659,9 +663,10 @@ fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKe
                 )?;
                 let created = tpm(
                     "device key creation",
-                    context.execute_with_nullauth_session(|context| {
-                        context.create(srk, key_public, None, None, None, None)
-                    }),
+                    context.execute_with_session(
+                        Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
+                        |context| context.create(srk, key_public, None, None, None, None),
+                    ),
                 )?;
                 (created.out_public, created.out_private)
             }
@@ -670,7 +675,10 @@ fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKe
         let private_bytes = private.value().to_vec();
         let key = tpm(
             "device key load",
-            context.execute_with_nullauth_session(|context| context.load(srk, private, public)),
+            context.execute_with_session(
+                Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
+                |context| context.load(srk, private, public),
+            ),
         )?;
         Ok(DeviceKey {
             key,
@@ -759,9 +767,10 @@ pub fn sign_digest(
     let digest = tpm("digest", Digest::try_from(digest.to_vec()))?;
     let signature = tpm(
         "sign",
-        context.execute_with_nullauth_session(|context| {
-            context.sign(key.key, digest, SignatureScheme::Null, validation)
-        }),
+        context.execute_with_session(
+            Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
+            |context| context.sign(key.key, digest, SignatureScheme::Null, validation),
+        ),
     )?;
     let Signature::EcDsa(signature) = signature else {
         return Err(TpmError::Unexpected(

@@ -40,7 +40,7 @@ pub struct Platform {
     pub mqtt_port: u16,
     pub tsa_port: u16,
     pub mosquitto: Option<Process>,
-    _tsa: Process,
+    tsa: Option<Process>,
     device_ca: (String, String),
 }
 
@@ -105,20 +105,42 @@ impl Platform {
             mqtt_port,
             tsa_port: 0,
             mosquitto: None,
-            _tsa: start_tsa(&pki),
+            tsa: None,
             device_ca,
         };
-        platform.tsa_port = platform.tsa_port_from_file();
+        platform.tsa_port = crate::pypmu::free_port();
+        platform.start_tsa();
         platform.start_broker();
         Some(platform)
     }
 
-    fn tsa_port_from_file(&self) -> u16 {
-        std::fs::read_to_string(self.dir.join("pki/tsa.port"))
-            .expect("TSA port")
-            .trim()
-            .parse()
-            .expect("port")
+    /// Starts (or starts again, on the same port) `edgeward tsa serve`.
+    pub fn start_tsa(&mut self) {
+        let pki = self.dir.join("pki");
+        let child = Command::new(crate::edgeward_binary())
+            .args([
+                "tsa",
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", self.tsa_port),
+            ])
+            .arg("--cert")
+            .arg(pki.join("tsa.crt"))
+            .arg("--key")
+            .arg(pki.join("tsa.key"))
+            .arg("--chain")
+            .arg(pki.join("tsa-root.crt"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("edgeward tsa serve starts");
+        self.tsa = Some(Process(child));
+        wait_for_port(self.tsa_port, "edgeward tsa serve");
+    }
+
+    /// Stops the TSA: it becomes unreachable.
+    pub fn stop_tsa(&mut self) {
+        self.tsa = None;
     }
 
     /// The broker configuration: the platform's, with an ACL file in place of dynsec (the same
@@ -140,12 +162,13 @@ impl Platform {
         std::fs::write(
             &config,
             format!(
-                "per_listener_settings false\nuser root\npersistence false\n\
+                "per_listener_settings false\nuser root\npersistence true\npersistence_location {dir}/\n\
                  log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
                  listener {port} 127.0.0.1\ncafile {pki}/ca.crt\ncertfile {pki}/server.crt\n\
                  keyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n\
                  allow_anonymous false\nacl_file {acl}\nmax_inflight_messages 1000\nmax_queued_messages 100000\n",
                 port = self.mqtt_port,
+                dir = self.dir.display(),
                 pki = pki.display(),
                 acl = acl.display()
             ),
@@ -172,9 +195,15 @@ impl Platform {
         wait_for_port(self.mqtt_port, "mosquitto");
     }
 
-    /// Stops the broker: an outage.
+    /// Stops the broker as its service manager would (SIGTERM: it saves its sessions, so the
+    /// recorder's persistent session and queue survive): an outage.
     pub fn stop_broker(&mut self) {
-        self.mosquitto = None;
+        if let Some(mut broker) = self.mosquitto.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &broker.0.id().to_string()])
+                .status();
+            let _ = broker.0.wait();
+        }
     }
 
     pub fn pki(&self, file: &str) -> PathBuf {
@@ -291,25 +320,6 @@ impl Platform {
             .args(["--block-seconds", "1", "--heartbeat-seconds", "2"]);
         command
     }
-}
-
-fn start_tsa(pki: &Path) -> Process {
-    let port = crate::pypmu::free_port();
-    let child = Command::new(crate::edgeward_binary())
-        .args(["tsa", "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--cert")
-        .arg(pki.join("tsa.crt"))
-        .arg("--key")
-        .arg(pki.join("tsa.key"))
-        .arg("--chain")
-        .arg(pki.join("tsa-root.crt"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("edgeward tsa serve starts");
-    std::fs::write(pki.join("tsa.port"), port.to_string()).expect("write");
-    wait_for_port(port, "edgeward tsa serve");
-    Process(child)
 }
 
 fn now() -> u64 {

@@ -80,6 +80,15 @@ impl PyPmu {
         Some(guard)
     }
 
+    /// Kills the processes pyPMU forked for earlier clients. pyPMU's per-client process does
+    /// not notice a client that vanished (`kill -9`) and spins on its socket; many of them
+    /// starve the machine. Call it only while no client is connected.
+    pub fn reap_clients(&self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &self.child.id().to_string()])
+            .status();
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
