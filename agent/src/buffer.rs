@@ -325,3 +325,146 @@ fn id_of(bytes: &[u8]) -> Result<u64> {
         Err(_) => bail!("buffer key of {} bytes, not 8", bytes.len()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("edgeward-buffer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn message(n: u8) -> Outgoing {
+        Outgoing {
+            topic: format!("data/measurements/l/d/p{n}"),
+            payload: vec![n; 100],
+            retain: n.is_multiple_of(2),
+        }
+    }
+
+    #[test]
+    fn messages_survive_a_reopen_in_order_and_leave_only_when_acknowledged() {
+        let dir = scratch("reopen");
+        let limits = Limits { max_bytes: 1 << 20 };
+        let (ids, dropped) = {
+            let buffer = Buffer::open(&dir, limits).expect("opens");
+            buffer
+                .accept(
+                    &[message(1), message(2), message(3)],
+                    &StateChanges::default(),
+                )
+                .expect("accepts")
+        };
+        assert_eq!((ids.len(), dropped), (3, 0));
+        let buffer = Buffer::open(&dir, limits).expect("reopens");
+        let pending = buffer.after(0, 10).expect("reads");
+        assert_eq!(
+            pending
+                .iter()
+                .map(|(id, message)| (*id, message.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (ids[0], message(1)),
+                (ids[1], message(2)),
+                (ids[2], message(3))
+            ]
+        );
+        buffer.acknowledged(&[ids[0], ids[2]]).expect("acks");
+        let left: Vec<u64> = buffer
+            .after(0, 10)
+            .expect("reads")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(left, vec![ids[1]]);
+        // New ids never repeat old ones, even after everything was acknowledged.
+        buffer.acknowledged(&[ids[1]]).expect("acks");
+        drop(buffer);
+        let buffer = Buffer::open(&dir, limits).expect("reopens");
+        let (again, _) = buffer
+            .accept(&[message(4)], &StateChanges::default())
+            .expect("accepts");
+        assert!(again[0] > ids[2]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_and_counts_them() {
+        let dir = scratch("full");
+        // Each record is 1 + 2 + topic + 100 bytes; room for about three.
+        let buffer = Buffer::open(&dir, Limits { max_bytes: 400 }).expect("opens");
+        let mut dropped = 0;
+        for n in 1..=6 {
+            dropped += buffer
+                .accept(&[message(n)], &StateChanges::default())
+                .expect("accepts")
+                .1;
+        }
+        let fill = buffer.fill().expect("fill");
+        assert_eq!(dropped, 3);
+        assert_eq!(fill.dropped, 3, "the count is kept");
+        assert_eq!(fill.messages, 3);
+        assert!(fill.bytes <= 400);
+        let topics: Vec<String> = buffer
+            .after(0, 10)
+            .expect("reads")
+            .into_iter()
+            .map(|(_, m)| m.topic)
+            .collect();
+        assert_eq!(
+            topics,
+            vec![
+                "data/measurements/l/d/p4",
+                "data/measurements/l/d/p5",
+                "data/measurements/l/d/p6"
+            ]
+        );
+        drop(buffer);
+        assert_eq!(
+            Buffer::open(&dir, Limits { max_bytes: 400 })
+                .expect("reopens")
+                .fill()
+                .expect("fill")
+                .dropped,
+            3
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn open_block_samples_are_replaced_when_their_block_closes() {
+        let dir = scratch("blocks");
+        let buffer = Buffer::open(&dir, Limits { max_bytes: 1 << 20 }).expect("opens");
+        let put = |key: &[u8]| (key.to_vec(), b"sample".to_vec());
+        buffer
+            .accept(
+                &[],
+                &StateChanges {
+                    block_puts: vec![put(b"a\0\x01"), put(b"a\0\x02"), put(b"b\0\x01")],
+                    ..Default::default()
+                },
+            )
+            .expect("accepts");
+        buffer
+            .accept(
+                &[],
+                &StateChanges {
+                    block_clears: vec![b"a\0".to_vec()],
+                    block_puts: vec![put(b"a\0\x03")],
+                    ..Default::default()
+                },
+            )
+            .expect("accepts");
+        let keys: Vec<Vec<u8>> = buffer
+            .open_block_samples()
+            .expect("reads")
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys, vec![b"a\0\x03".to_vec(), b"b\0\x01".to_vec()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

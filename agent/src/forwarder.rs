@@ -34,7 +34,7 @@ pub struct ForwarderStats {
     pub connected: std::sync::atomic::AtomicBool,
 }
 
-/// Called with each acknowledged id.
+/// Called with each id as its PUBACK arrives.
 pub type AckHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 pub async fn run(
@@ -73,6 +73,11 @@ async fn connection(
     mqtt.set_inflight(options.window.min(u16::MAX as usize) as u16);
     mqtt.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(mqtt, options.window * 2);
+    // Without TCP_NODELAY, Nagle's algorithm holds small publishes back until the broker's
+    // delayed ACK, up to 40 ms: more than the whole latency budget.
+    let mut network = events.network_options();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
 
     // Ids published on this connection, in order, until their packet id is known; then by
     // packet id until acknowledged.
@@ -80,12 +85,27 @@ async fn connection(
     let mut by_packet: HashMap<u16, u64> = HashMap::new();
     let mut last_sent = 0u64;
     let mut connected = false;
+    // Acknowledged ids leave the buffer in groups: one write per group, not per PUBACK (a crash
+    // before the write only means those are sent again).
+    let mut acknowledged: Vec<u64> = Vec::new();
+    let mut written = tokio::time::Instant::now();
     loop {
+        let due = acknowledged.len() >= 128
+            || (!acknowledged.is_empty() && written.elapsed() >= Duration::from_millis(5));
+        if due {
+            written = tokio::time::Instant::now();
+            buffer.acknowledged(&acknowledged)?;
+            stats
+                .acknowledged
+                .fetch_add(acknowledged.len() as u64, Ordering::Relaxed);
+            acknowledged.clear();
+        }
         if connected {
             let room = options
                 .window
                 .saturating_sub(unnumbered.len() + by_packet.len());
-            if room > 0 {
+            // Refill in runs, not one message per PUBACK.
+            if room > 0 && (room >= options.window / 8 || unnumbered.len() + by_packet.len() < 8) {
                 for (id, message) in buffer.after(last_sent, room)? {
                     client
                         .try_publish(
@@ -118,11 +138,10 @@ async fn connection(
                     }
                     Event::Incoming(Packet::PubAck(ack)) => {
                         if let Some(id) = by_packet.remove(&ack.pkid) {
-                            buffer.acknowledged(&[id])?;
-                            stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                             if let Some(hook) = on_ack {
                                 hook(id);
                             }
+                            acknowledged.push(id);
                         }
                     }
                     Event::Incoming(Packet::Disconnect) => anyhow::bail!("the broker disconnected"),
@@ -130,7 +149,7 @@ async fn connection(
                 }
             }
             _ = buffer.accepted.notified(), if connected => {}
-            _ = tokio::time::sleep(Duration::from_millis(50)), if connected => {}
+            _ = tokio::time::sleep(Duration::from_millis(if acknowledged.is_empty() { 50 } else { 5 })), if connected => {}
         }
     }
 }

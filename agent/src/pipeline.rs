@@ -172,6 +172,40 @@ fn block_key(topic: &PointTopic, sequence: u64) -> Vec<u8> {
     key
 }
 
+/// Payload bytes per sample message at most: VILLASnode caps its MQTT messages at 1500 B.
+const MAX_MESSAGE: usize = 1400;
+
+/// Samples of one topic on their way into one message.
+struct Group {
+    topic: Arc<PointTopic>,
+    first: u64,
+    payload: Vec<u8>,
+}
+
+impl Group {
+    fn message(self, topic: String) -> Outgoing {
+        Outgoing {
+            topic,
+            payload: self.payload,
+            retain: false,
+        }
+    }
+
+    /// The message, and its samples kept with the open block.
+    fn flush(
+        self,
+        name: String,
+        topic: &PointTopic,
+        messages: &mut Vec<Outgoing>,
+        state: &mut StateChanges,
+    ) {
+        state
+            .block_puts
+            .push((block_key(topic, self.first), self.payload.clone()));
+        messages.push(self.message(name));
+    }
+}
+
 /// A closed block waiting for its proofs: digest → topic and span, for logs.
 fn pending_value(topic: &PointTopic, closed: &ClosedBlock) -> Vec<u8> {
     format!("{} {}", topic.samples(), closed.line()).into_bytes()
@@ -239,6 +273,10 @@ impl Accepter {
         let mut state = StateChanges::default();
         let mut closed_block = false;
         let mut sequences: Vec<u64> = Vec::new();
+        // Samples of one topic that arrived together travel in one message, up to VILLASnode's
+        // own message size; a protobuf `Message` is the concatenation of its samples' records,
+        // so each sample is encoded once.
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         for input in batch {
             match input {
                 Input::Sample { topic, sample } => {
@@ -250,7 +288,11 @@ impl Accepter {
                         .or_insert_with(|| BlockFramer::new(interval));
                     let framed = framer.push(&sample);
                     if let Some(closed) = framed.closed {
-                        // The block's samples are no longer needed to redo its digest.
+                        // What is grouped belongs to the closed block: it goes out, and the
+                        // block's samples are no longer needed to redo its digest.
+                        if let Some(group) = groups.remove(&name) {
+                            messages.push(group.message(name.clone()));
+                        }
                         let prefix = block_prefix(&topic);
                         state
                             .block_puts
@@ -263,19 +305,25 @@ impl Accepter {
                         closed_block = true;
                     }
                     sequences.push(sample.sequence);
-                    let wire = [WireSample {
+                    let sequence = sample.sequence;
+                    let record = villas::encode(&[WireSample {
                         sample,
                         new_frame: framed.new_frame,
-                    }];
-                    let payload = villas::encode(&wire)?;
-                    state
-                        .block_puts
-                        .push((block_key(&topic, wire[0].sample.sequence), payload.clone()));
-                    messages.push(Outgoing {
-                        topic: name,
-                        payload,
-                        retain: false,
+                    }])?;
+                    let full = groups
+                        .get(&name)
+                        .is_some_and(|group| group.payload.len() + record.len() > MAX_MESSAGE);
+                    if full {
+                        if let Some(group) = groups.remove(&name) {
+                            group.flush(name.clone(), &topic, &mut messages, &mut state);
+                        }
+                    }
+                    let group = groups.entry(name).or_insert_with(|| Group {
+                        topic: topic.clone(),
+                        first: sequence,
+                        payload: Vec::new(),
                     });
+                    group.payload.extend_from_slice(&record);
                     self.samples += 1;
                 }
                 Input::Metadata { topic, json } => messages.push(Outgoing {
@@ -285,6 +333,10 @@ impl Accepter {
                 }),
                 Input::Notice(notice) => messages.push(notice.message(&self.device)),
             }
+        }
+        for (name, group) in groups {
+            let topic = group.topic.clone();
+            group.flush(name, &topic, &mut messages, &mut state);
         }
         let (ids, dropped) = self.buffer.accept(&messages, &state)?;
         // After the fsync: what this line names survives a crash.

@@ -40,6 +40,8 @@ pub struct Platform {
     pub mqtt_port: u16,
     pub tsa_port: u16,
     pub mosquitto: Option<Process>,
+    /// `set_tcp_nodelay true` in the broker (the platform's configuration leaves it off).
+    pub broker_nodelay: bool,
     tsa: Option<Process>,
     device_ca: (String, String),
 }
@@ -105,6 +107,7 @@ impl Platform {
             mqtt_port,
             tsa_port: 0,
             mosquitto: None,
+            broker_nodelay: false,
             tsa: None,
             device_ca,
         };
@@ -166,11 +169,13 @@ impl Platform {
                  log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
                  listener {port} 127.0.0.1\ncafile {pki}/ca.crt\ncertfile {pki}/server.crt\n\
                  keyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n\
-                 allow_anonymous false\nacl_file {acl}\nmax_inflight_messages 1000\nmax_queued_messages 100000\n",
+                 allow_anonymous false\nacl_file {acl}\nmax_inflight_messages 1000\nmax_queued_messages 100000\n\
+                 set_tcp_nodelay {nodelay}\n",
                 port = self.mqtt_port,
                 dir = self.dir.display(),
                 pki = pki.display(),
-                acl = acl.display()
+                acl = acl.display(),
+                nodelay = self.broker_nodelay,
             ),
         )
         .expect("mosquitto.conf");

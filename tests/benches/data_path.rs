@@ -1,0 +1,403 @@
+//! The device's data path end to end, with durability on: C37.118 data frames decoded, turned
+//! into samples, framed into blocks with their digest, accepted into the sled buffer (fsynced
+//! before counting) and published by the forwarder over mutual TLS (device key in swtpm) to a
+//! local Mosquitto 2, QoS 1, until each PUBACK.
+//!
+//! Three measurements:
+//! 1. throughput: as many frames as the path takes, 10 PMUs, until every PUBACK;
+//! 2. latency at the field's load, 10 PMUs × 50 frames/s paced: frame arrival to PUBACK;
+//! 3. drain: the broker down for 10 s at that load, then up; backlog plus live ingest drained,
+//!    as a multiple of the live ingest rate.
+//!
+//! Run: `cargo bench -p edgeward-tests --bench data_path`. Results go to docs/benchmarks.md.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeward_agent::buffer::{Buffer, Limits};
+use edgeward_agent::forwarder::{self, BrokerOptions, ForwarderStats};
+use edgeward_agent::pipeline::{Accepter, Input};
+use edgeward_agent::tpm_worker::TpmSigner;
+use edgeward_measurement::block::BlockInterval;
+use edgeward_measurement::c37118::{
+    CommonHeader, ConfigFrame, DataFormat, DataFrame, DataRate, FracSec, Frame, FrameType,
+    Frequency, IdCode, NominalFrequency, Phasor, PhasorChannel, PhasorQuantity, PhasorScale,
+    PhasorUnit, PmuConfig, PmuData, Rocof, Stat, TimeBase,
+};
+use edgeward_measurement::sample::samples_from_data_frame;
+use edgeward_measurement::villas::{PointTopic, TopicSegment};
+use edgeward_tests::platform::Platform;
+
+const PMUS: u16 = 10;
+const RATE: u32 = 50;
+
+fn config(idcode: u16) -> ConfigFrame {
+    let phasor = |name: &str, quantity| PhasorChannel {
+        name: name.into(),
+        scale: PhasorScale::Unit(PhasorUnit {
+            quantity,
+            factor: 915_527,
+        }),
+    };
+    ConfigFrame {
+        header: CommonHeader::new(
+            FrameType::Cfg2,
+            IdCode(idcode),
+            1_700_000_000,
+            FracSec::from_raw(0),
+        ),
+        time_base: TimeBase::new(1_000_000).expect("non-zero"),
+        pmus: vec![PmuConfig {
+            station: format!("PMU {idcode}"),
+            idcode: IdCode(idcode),
+            format: DataFormat::new(false, false, false, false),
+            phasors: vec![
+                phasor("VA", PhasorQuantity::Voltage),
+                phasor("VB", PhasorQuantity::Voltage),
+                phasor("VC", PhasorQuantity::Voltage),
+                phasor("IA", PhasorQuantity::Current),
+                phasor("IB", PhasorQuantity::Current),
+                phasor("IC", PhasorQuantity::Current),
+            ],
+            analogs: vec![],
+            digitals: vec![],
+            nominal_frequency: NominalFrequency::Hz50,
+            cfgcnt: 1,
+            cfg3: None,
+        }],
+        data_rate: DataRate(RATE as i16),
+    }
+}
+
+/// Data frame `k` of PMU `idcode` (k counts from the start of 2023-11-14 at 50/s).
+fn frame(idcode: u16, k: u64) -> Vec<u8> {
+    DataFrame {
+        header: CommonHeader::new(
+            FrameType::Data,
+            IdCode(idcode),
+            1_700_000_000 + (k / u64::from(RATE)) as u32,
+            FracSec::from_raw((k % u64::from(RATE)) as u32 * (1_000_000 / RATE)),
+        ),
+        pmus: vec![PmuData {
+            stat: Stat(0),
+            phasors: (0..6)
+                .map(|i| Phasor::IntRectangular {
+                    re: 14_000 + (k % 100) as i16 + i,
+                    im: -7_000 - i,
+                })
+                .collect(),
+            frequency: Frequency::IntDeviation((k % 50) as i16 - 25),
+            rocof: Rocof::IntHundredths(0),
+            analogs: vec![],
+            digitals: vec![],
+        }],
+    }
+    .encode()
+    .expect("encodes")
+}
+
+struct Rig {
+    platform: Platform,
+    _device: edgeward_tests::platform::Device,
+    platform_dir: std::path::PathBuf,
+    broker: BrokerOptions,
+}
+
+/// Arrival times by buffer id, and the latencies of the acknowledged.
+#[derive(Default)]
+struct Clock {
+    arrivals: HashMap<u64, Instant>,
+    /// When each PUBACK arrived; joined with the arrivals afterwards, since a PUBACK may come
+    /// back before `accept` has returned the ids.
+    acks: Vec<(u64, Instant)>,
+    acknowledged: u64,
+}
+
+impl Clock {
+    fn latencies(&self) -> Vec<Duration> {
+        let mut latencies: Vec<Duration> = self
+            .acks
+            .iter()
+            .filter_map(|(id, at)| Some(at.duration_since(*self.arrivals.get(id)?)))
+            .collect();
+        latencies.sort();
+        latencies
+    }
+}
+
+struct Path {
+    buffer: Buffer,
+    accepter: Accepter,
+    configs: Vec<ConfigFrame>,
+    topics: Vec<Arc<PointTopic>>,
+    clock: Arc<Mutex<Clock>>,
+    stats: Arc<ForwarderStats>,
+    forwarder: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Path {
+    fn new(dir: &std::path::Path) -> Self {
+        let _ = std::fs::remove_dir_all(dir);
+        let buffer = Buffer::open(dir, Limits { max_bytes: 1 << 30 }).expect("buffer");
+        let segment = |text: &str| TopicSegment::new(text).expect("valid");
+        let accepter = Accepter::new(
+            buffer.clone(),
+            BlockInterval::from_secs(10).expect("valid"),
+            segment("bench"),
+        )
+        .expect("accepter");
+        Self {
+            buffer,
+            accepter,
+            configs: (1..=PMUS).map(config).collect(),
+            topics: (1..=PMUS)
+                .map(|pmu| {
+                    Arc::new(PointTopic {
+                        location: segment("sub1"),
+                        device: segment("bench"),
+                        point: segment(&format!("pmu{pmu}")),
+                    })
+                })
+                .collect(),
+            clock: Arc::new(Mutex::new(Clock::default())),
+            stats: Arc::new(ForwarderStats::default()),
+            forwarder: None,
+        }
+    }
+
+    fn start_forwarder(&mut self, runtime: &tokio::runtime::Runtime, broker: &BrokerOptions) {
+        let clock = self.clock.clone();
+        let hook: forwarder::AckHook = Arc::new(move |id| {
+            let mut clock = clock.lock().expect("clock");
+            clock.acknowledged += 1;
+            clock.acks.push((id, Instant::now()));
+        });
+        self.forwarder = Some(runtime.spawn(forwarder::run(
+            broker.clone(),
+            self.buffer.clone(),
+            self.stats.clone(),
+            Some(hook),
+        )));
+    }
+
+    /// Decodes and accepts frames (index into PMUs by position), all arriving at `arrival`.
+    /// Returns the number of messages they became (samples of a topic that arrive together
+    /// share one).
+    fn ingest(&mut self, frames: &[(usize, Vec<u8>)], arrival: Instant) -> usize {
+        let mut inputs = Vec::with_capacity(frames.len());
+        for (pmu, bytes) in frames {
+            let Ok(Frame::Data(data)) = Frame::decode(bytes, Some(&self.configs[*pmu])) else {
+                panic!("a bench frame does not decode");
+            };
+            for (_, sample) in samples_from_data_frame(&data, &self.configs[*pmu]) {
+                inputs.push(Input::Sample {
+                    topic: self.topics[*pmu].clone(),
+                    sample,
+                });
+            }
+        }
+        let accepted = self.accepter.accept(inputs).expect("accepted");
+        let count = accepted.ids.len();
+        let mut clock = self.clock.lock().expect("clock");
+        for id in accepted.ids {
+            clock.arrivals.insert(id, arrival);
+        }
+        count
+    }
+
+    fn wait_acknowledged(&self, total: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.clock.lock().expect("clock").acknowledged >= total {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn rig() -> Option<Rig> {
+    let dir = edgeward_tests::scratch("bench-data-path");
+    let platform = Platform::start(&dir)?;
+    let device = platform.device("bench")?;
+    let signer = TpmSigner::start(&device.tpm.tcti(), &device.state).expect("TPM signer");
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).expect("PEM");
+    let chain = format!(
+        "{}\n{}",
+        read(device.pki.join("device.crt")),
+        read(device.pki.join("device-ca-chain.crt"))
+    );
+    let tls = edgeward_agent::mtls::client_config(&read(platform.pki("ca.crt")), &chain, signer)
+        .expect("TLS");
+    let broker = BrokerOptions {
+        host: "127.0.0.1".into(),
+        port: platform.mqtt_port,
+        client_id: "bench".into(),
+        tls,
+        window: 1000,
+    };
+    Some(Rig {
+        platform_dir: dir,
+        platform,
+        _device: device,
+        broker,
+    })
+}
+
+fn main() {
+    let Some(mut rig) = rig() else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // 1. Throughput: frames from 10 PMUs, taken in batches as a busy stream delivers them.
+    let total_frames: u64 = 200_000;
+    let mut path = Path::new(&rig.platform_dir.join("buffer-throughput"));
+    path.start_forwarder(&runtime, &rig.broker);
+    std::thread::sleep(Duration::from_millis(500));
+    let frames: Vec<(usize, Vec<u8>)> = (0..total_frames)
+        .map(|n| {
+            (
+                (n % u64::from(PMUS)) as usize,
+                frame((n % u64::from(PMUS)) as u16 + 1, n / u64::from(PMUS)),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let mut ingested = 0u64;
+    for batch in frames.chunks(2_000) {
+        ingested += path.ingest(batch, Instant::now()) as u64;
+        // Keep the backlog bounded as a live source would: at most 50 000 unacknowledged.
+        while ingested - path.clock.lock().expect("clock").acknowledged > 50_000 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let accepted_at = started.elapsed();
+    assert!(
+        path.wait_acknowledged(ingested, Duration::from_secs(120)),
+        "every message acknowledged"
+    );
+    let elapsed = started.elapsed();
+    let messages = ingested;
+    println!(
+        "throughput: {total_frames} frames in {messages} messages ({PMUS} PMUs) decoded, framed, digested, fsynced and acknowledged in {:.2} s: {:.0} frames/s (accepted in {:.2} s: {:.0} frames/s)",
+        elapsed.as_secs_f64(),
+        total_frames as f64 / elapsed.as_secs_f64(),
+        accepted_at.as_secs_f64(),
+        total_frames as f64 / accepted_at.as_secs_f64(),
+    );
+    if let Some(task) = path.forwarder.take() {
+        task.abort();
+    }
+
+    // 2. Latency at 10 PMUs × 50 frames/s: every 20 ms, one frame from each PMU; with the
+    //    platform's broker configuration, and with `set_tcp_nodelay true` in the broker.
+    for nodelay in [false, true] {
+        rig.platform.broker_nodelay = nodelay;
+        rig.platform.stop_broker();
+        rig.platform.start_broker();
+        latency(&mut rig, &runtime, nodelay);
+    }
+
+    // 3. Drain: 10 s of live ingest with the broker down, then the broker back while ingest
+    //    goes on; the time until the buffer is empty again.
+    let mut path = Path::new(&rig.platform_dir.join("buffer-drain"));
+    rig.platform.stop_broker();
+    path.start_forwarder(&runtime, &rig.broker);
+    let outage = 10u64;
+    let mut tick = 0u64;
+    let start = Instant::now();
+    let live = |path: &mut Path, tick: &mut u64, start: Instant| {
+        let due = start + Duration::from_millis(*tick * 1000 / u64::from(RATE));
+        while Instant::now() < due {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let frames: Vec<(usize, Vec<u8>)> = (0..PMUS)
+            .map(|pmu| (pmu as usize, frame(pmu + 1, 2_000_000 + *tick)))
+            .collect();
+        path.ingest(&frames, Instant::now());
+        *tick += 1;
+    };
+    while tick < outage * u64::from(RATE) {
+        live(&mut path, &mut tick, start);
+    }
+    rig.platform.start_broker();
+    let restarted = Instant::now();
+    // The forwarder's backoff decides when it tries again; the drain starts when it is in.
+    while !path
+        .stats
+        .connected
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        live(&mut path, &mut tick, start);
+    }
+    let reconnect = restarted.elapsed();
+    let backlog = path.buffer.fill().expect("fill").messages;
+    let back = Instant::now();
+    while path.buffer.fill().expect("fill").messages > u64::from(PMUS) * 2 {
+        live(&mut path, &mut tick, start);
+        assert!(
+            back.elapsed() < Duration::from_secs(120),
+            "the backlog drains"
+        );
+    }
+    let drained = back.elapsed();
+    let ingest_rate = f64::from(PMUS) * f64::from(RATE);
+    let sent = backlog as f64 + drained.as_secs_f64() * ingest_rate;
+    let drain_rate = sent / drained.as_secs_f64();
+    println!(
+        "drain: {backlog} messages buffered in a {outage} s outage at {ingest_rate:.0}/s; reconnected {:.2} s after the broker returned; drained with live ingest going on in {:.2} s: {:.0} messages/s = {:.1}x live ingest",
+        reconnect.as_secs_f64(),
+        drained.as_secs_f64(),
+        drain_rate,
+        drain_rate / ingest_rate,
+    );
+    if let Some(task) = path.forwarder.take() {
+        task.abort();
+    }
+}
+
+fn latency(rig: &mut Rig, runtime: &tokio::runtime::Runtime, nodelay: bool) {
+    let mut path = Path::new(&rig.platform_dir.join("buffer-latency"));
+    path.start_forwarder(runtime, &rig.broker);
+    std::thread::sleep(Duration::from_millis(500));
+    let seconds = 20u64;
+    let ticks = seconds * u64::from(RATE);
+    let start = Instant::now();
+    for tick in 0..ticks {
+        let due = start + Duration::from_millis(tick * 1000 / u64::from(RATE));
+        while Instant::now() < due {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // The PMUs are GPS-synchronised: their frames of this instant arrive together, and the
+        // agent accepts what has arrived in one fsync, as its loop does.
+        let frames: Vec<(usize, Vec<u8>)> = (0..PMUS)
+            .map(|pmu| (pmu as usize, frame(pmu + 1, 1_000_000 + tick)))
+            .collect();
+        path.ingest(&frames, Instant::now());
+    }
+    assert!(
+        path.wait_acknowledged(ticks * u64::from(PMUS), Duration::from_secs(30)),
+        "every frame acknowledged"
+    );
+    let latencies = path.clock.lock().expect("clock").latencies();
+    println!(
+        "latency at {PMUS} PMUs x {RATE} frames/s over {seconds} s ({} frames), arrival to PUBACK, broker set_tcp_nodelay {nodelay}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    if let Some(task) = path.forwarder.take() {
+        task.abort();
+    }
+}
