@@ -2,6 +2,7 @@
 //! library crates together; behaviour lives in the libraries.
 
 mod c37118_cmd;
+mod demo_cmd;
 mod eventlog_cmd;
 mod image_cmd;
 mod recorder;
@@ -54,6 +55,9 @@ enum Command {
     Recorder(recorder::RecorderArgs),
     /// Check every block of a store: digest, time-stamp token and device signature.
     VerifyData(verify_data::VerifyDataArgs),
+    /// Demonstrations that start every part they need.
+    #[command(subcommand)]
+    Demo(demo_cmd::DemoCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +92,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eventlog(command) => eventlog_cmd::run(command),
         Command::Keys(command) => image_cmd::keys(command),
         Command::Tsa(command) => tsa_cmd::run(command),
+        Command::Demo(command) => demo_cmd::run(command),
         Command::Recorder(args) => recorder::run(args),
         Command::VerifyData(args) => {
             if verify_data::run(args)? {

@@ -45,30 +45,45 @@ fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 pub fn run(args: VerifyDataArgs) -> Result<bool> {
-    let read = |path: &PathBuf| {
+    check_store(
+        &args.store,
+        &args.tsa_root,
+        &args.device_ca,
+        args.tsa_cert.as_deref(),
+    )
+}
+
+/// Checks every block of `store` and prints a line for each; true when all verified.
+pub fn check_store(
+    store: &Path,
+    tsa_root: &Path,
+    device_ca: &Path,
+    tsa_cert: Option<&Path>,
+) -> Result<bool> {
+    let read = |path: &Path| {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
     };
-    let tsa_root = TrustAnchors::from_pem(&read(&args.tsa_root)?).context("--tsa-root")?;
-    let device_ca = TrustAnchors::from_pem(&read(&args.device_ca)?).context("--device-ca")?;
-    let untrusted: Vec<Vec<u8>> = match &args.tsa_cert {
+    let tsa_root = TrustAnchors::from_pem(&read(tsa_root)?).context("--tsa-root")?;
+    let device_ca = TrustAnchors::from_pem(&read(device_ca)?).context("--device-ca")?;
+    let untrusted: Vec<Vec<u8>> = match tsa_cert {
         Some(path) => pem::parse_many(read(path)?)?
             .into_iter()
             .map(pem::Pem::into_contents)
             .collect(),
         None => Vec::new(),
     };
-    let measurements = args.store.join("data/measurements");
+    let measurements = store.join("data/measurements");
     let mut files = Vec::new();
     parquet_files(&measurements, &mut files)?;
     let mut good = 0usize;
     for file in &files {
         let name = file
-            .strip_prefix(&args.store)
+            .strip_prefix(store)
             .unwrap_or(file)
             .display()
             .to_string();
         match check(
-            &args.store,
+            store,
             &measurements,
             file,
             &tsa_root,

@@ -218,8 +218,12 @@ pub struct Accepter {
     interval: BlockInterval,
     device: TopicSegment,
     framers: BTreeMap<String, BlockFramer>,
-    /// Samples accepted by this process.
+    /// The last sequence accepted per topic: a sample at or before it (a PMU repeating a frame
+    /// or stepping its clock back) is not new data, and the recorder would drop it anyway.
+    last: BTreeMap<String, u64>,
+    /// Samples accepted by this process, and refused as not after the previous one.
     pub samples: u64,
+    pub stale: u64,
 }
 
 /// What one batch did.
@@ -238,6 +242,7 @@ impl Accepter {
     /// digests must cover them.
     pub fn new(buffer: Buffer, interval: BlockInterval, device: TopicSegment) -> Result<Self> {
         let mut framers: BTreeMap<String, BlockFramer> = BTreeMap::new();
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
         let mut restored = 0usize;
         for (key, value) in buffer.open_block_samples()? {
             let Some(split) = key.iter().position(|byte| *byte == 0) else {
@@ -249,6 +254,8 @@ impl Accepter {
                     .entry(topic.clone())
                     .or_insert_with(|| BlockFramer::new(interval))
                     .push(&wire.sample);
+                let newest = last.entry(topic.clone()).or_insert(wire.sample.sequence);
+                *newest = (*newest).max(wire.sample.sequence);
                 restored += 1;
             }
         }
@@ -264,7 +271,9 @@ impl Accepter {
             interval,
             device,
             framers,
+            last,
             samples: 0,
+            stale: 0,
         })
     }
 
@@ -281,6 +290,16 @@ impl Accepter {
             match input {
                 Input::Sample { topic, sample } => {
                     let name = topic.samples();
+                    if self
+                        .last
+                        .get(&name)
+                        .is_some_and(|last| sample.sequence <= *last)
+                    {
+                        self.stale += 1;
+                        warn!(topic = %name, sequence = sample.sequence, "a sample not after the previous one; not forwarded");
+                        continue;
+                    }
+                    self.last.insert(name.clone(), sample.sequence);
                     let interval = self.interval;
                     let framer = self
                         .framers

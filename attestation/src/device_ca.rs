@@ -142,14 +142,7 @@ pub fn new_ca(
     not_before: u64,
     not_after: u64,
 ) -> Result<(String, String), CaError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|error| CaError::Key(error.to_string()))?;
-    let mut params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, common_name);
-    params.distinguished_name = name;
-    params.not_before = timestamp(not_before)?;
-    params.not_after = timestamp(not_after)?;
+    let (key, mut params) = new_key_and_params(common_name, not_before, not_after)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let certificate = match parent {
@@ -192,6 +185,86 @@ pub fn new_server_certificate(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
+    let ca_key = KeyPair::from_pem(ca_key).map_err(|error| CaError::Key(error.to_string()))?;
+    let issuer = Issuer::from_ca_cert_pem(ca_certificate, ca_key)
+        .map_err(|error| CaError::Certificate(error.to_string()))?;
+    let certificate = params
+        .signed_by(&key, &issuer)
+        .map_err(|error| CaError::Sign(error.to_string()))?;
+    Ok((certificate.pem(), key.serialize_pem()))
+}
+
+/// The kinds of certificate [`new_leaf`] makes for a demo or test platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKind {
+    /// A TLS client (EKU clientAuth), such as the platform's recorder.
+    Client,
+    /// A time-stamping authority: EKU timeStamping alone and critical, as RFC 3161 §2.3 asks
+    /// (rcgen writes EKU non-critical, so the extension is spelled out).
+    TimeStamping,
+}
+
+/// A platform root CA (P-256) that may have intermediates below it, unlike [`new_ca`]'s issuing
+/// CAs. Returns the certificate and PKCS#8 key, PEM.
+pub fn new_root_ca(
+    common_name: &str,
+    not_before: u64,
+    not_after: u64,
+) -> Result<(String, String), CaError> {
+    let (key, mut params) = new_key_and_params(common_name, not_before, not_after)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let certificate = params
+        .self_signed(&key)
+        .map_err(|error| CaError::Sign(error.to_string()))?;
+    Ok((certificate.pem(), key.serialize_pem()))
+}
+
+/// A new P-256 key, and certificate parameters naming `common_name` for the validity given.
+fn new_key_and_params(
+    common_name: &str,
+    not_before: u64,
+    not_after: u64,
+) -> Result<(KeyPair, CertificateParams), CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|error| CaError::Key(error.to_string()))?;
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    params.not_before = timestamp(not_before)?;
+    params.not_after = timestamp(not_after)?;
+    Ok((key, params))
+}
+
+/// A certificate with a new P-256 key for `common_name`, signed by the CA. Returns the
+/// certificate and PKCS#8 key, PEM.
+pub fn new_leaf(
+    common_name: &str,
+    kind: LeafKind,
+    ca_certificate: &str,
+    ca_key: &str,
+    not_before: u64,
+    not_after: u64,
+) -> Result<(String, String), CaError> {
+    let (key, mut params) = new_key_and_params(common_name, not_before, not_after)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    match kind {
+        LeafKind::Client => {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        LeafKind::TimeStamping => {
+            // SEQUENCE { OID 1.3.6.1.5.5.7.3.8 }
+            let value = vec![
+                0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
+            ];
+            let mut extension = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], value);
+            extension.set_criticality(true);
+            params.custom_extensions = vec![extension];
+        }
+    }
     let ca_key = KeyPair::from_pem(ca_key).map_err(|error| CaError::Key(error.to_string()))?;
     let issuer = Issuer::from_ca_cert_pem(ca_certificate, ca_key)
         .map_err(|error| CaError::Certificate(error.to_string()))?;
