@@ -20,10 +20,15 @@ pub struct BrokerOptions {
     pub host: String,
     pub port: u16,
     pub client_id: String,
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The TLS configuration, made again for each connection (a renewed device certificate is
+    /// picked up when the broker refuses the expired one and the agent reconnects).
+    pub tls: TlsSource,
     /// Messages published and not yet acknowledged, at most.
     pub window: usize,
 }
+
+/// Makes the client TLS configuration.
+pub type TlsSource = Arc<dyn Fn() -> Result<Arc<rustls::ClientConfig>> + Send + Sync>;
 
 /// Counters the pipeline reports in heartbeats and at the end.
 #[derive(Debug, Default)]
@@ -66,7 +71,7 @@ async fn connection(
 ) -> Result<()> {
     let mut mqtt = MqttOptions::new(&options.client_id, &options.host, options.port);
     mqtt.set_transport(Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Rustls(options.tls.clone()),
+        rumqttc::TlsConfiguration::Rustls((options.tls)().context("the TLS configuration")?),
     ));
     mqtt.set_keep_alive(Duration::from_secs(5));
     mqtt.set_clean_session(true);

@@ -7,6 +7,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod credentials;
 pub mod forwarder;
 pub mod mtls;
 pub mod pipeline;

@@ -218,14 +218,8 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))
             };
-            let device_pem = read(&pki.join("device.crt"))?;
-            let chain_pem = read(&pki.join("device-ca-chain.crt"))?;
-            let chain: Vec<Vec<u8>> = pem::parse_many(format!("{device_pem}\n{chain_pem}"))
-                .context("the device certificate chain is not PEM")?
-                .into_iter()
-                .map(pem::Pem::into_contents)
-                .collect();
-            let device = device_identity(&chain)?;
+            let credentials = edgeward_agent::credentials::DeviceCredentials::new(&pki);
+            let device = credentials.load()?.identity;
             let (host, port) = broker
                 .rsplit_once(':')
                 .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
@@ -233,11 +227,15 @@ fn run(cli: Cli) -> Result<()> {
             let interval = edgeward_measurement::block::BlockInterval::from_secs(block_seconds)
                 .context("--block-seconds must be at least 1")?;
             let signer = tpm_worker::TpmSigner::start(&tcti, &state)?;
-            let tls = mtls::client_config(
-                &read(&broker_ca)?,
-                &format!("{device_pem}\n{chain_pem}"),
-                signer.clone(),
-            )?;
+            let broker_ca = read(&broker_ca)?;
+            let tls: forwarder::TlsSource = {
+                let (credentials, signer) = (credentials.clone(), signer.clone());
+                std::sync::Arc::new(move || {
+                    mtls::client_config(&broker_ca, &credentials.load()?.pem, signer.clone())
+                })
+            };
+            // Fail at start, not at the first connection, if the files are unusable.
+            tls()?;
             let anchors = edgeward_proof::trust::TrustAnchors::from_pem(&read(&tsa_root)?)
                 .context("--tsa-root")?;
             let opening = std::time::Instant::now();
@@ -255,7 +253,7 @@ fn run(cli: Cli) -> Result<()> {
                 interval,
                 buffer,
                 signer,
-                certificate_chain: chain,
+                credentials,
                 tsa: pipeline::TsaClient::new(&tsa, anchors, Vec::new())?,
                 broker: forwarder::BrokerOptions {
                     host,
@@ -361,19 +359,4 @@ fn quote(
     }
     tracing::info!(out = %out.display(), pcrs = quote.pcr_values.len(), "quote written");
     Ok(())
-}
-
-/// The device identity: the CN of the device certificate (the first of the chain).
-fn device_identity(chain: &[Vec<u8>]) -> Result<String> {
-    use x509_parser::prelude::FromDer;
-    let first = chain.first().context("no device certificate")?;
-    let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(first)
-        .map_err(|error| anyhow::anyhow!("the device certificate does not parse: {error}"))?;
-    let common_name = certificate
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|name| name.as_str().ok())
-        .context("the device certificate has no CN")?;
-    Ok(common_name.to_owned())
 }

@@ -37,8 +37,8 @@ pub struct PipelineOptions {
     pub interval: BlockInterval,
     pub buffer: Buffer,
     pub signer: TpmSigner,
-    /// The device certificate and its CA chain, DER, for the block signatures.
-    pub certificate_chain: Vec<Vec<u8>>,
+    /// The device certificate and its CA chain, for the block signatures (read per block).
+    pub credentials: crate::credentials::DeviceCredentials,
     pub tsa: TsaClient,
     pub broker: BrokerOptions,
     pub heartbeat: Duration,
@@ -396,7 +396,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
         interval,
         buffer,
         signer,
-        certificate_chain,
+        credentials,
         tsa,
         broker,
         heartbeat,
@@ -424,7 +424,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
         prove_blocks(
             buffer.clone(),
             signer,
-            certificate_chain,
+            credentials.clone(),
             tsa,
             device.clone(),
             proofs.clone(),
@@ -443,6 +443,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
     tokio::pin!(deadline);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut warned_full = false;
+    let mut warned_attestation = false;
     loop {
         let first = tokio::select! {
             input = received.recv() => match input {
@@ -462,6 +463,28 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
                     }.message(&device));
                 } else if fill.percent() < 50.0 {
                     warned_full = false;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_secs() as i64)
+                    .unwrap_or(0);
+                match credentials.load() {
+                    Ok(loaded) if loaded.renewal_overdue(now) => {
+                        if !warned_attestation {
+                            warned_attestation = true;
+                            messages.push(Notice {
+                                title: "Edgeward attestation failing".into(),
+                                body: format!(
+                                    "{device}: the device certificate was not renewed and expires in {} s; the verifier has not attested this device since (see edgeward-agent attest)",
+                                    loaded.not_after - now
+                                ),
+                                kind: "failure",
+                                tag: "attestation".into(),
+                            }.message(&device));
+                        }
+                    }
+                    Ok(_) => warned_attestation = false,
+                    Err(error) => warn!(error = %format!("{error:#}"), "cannot read the device certificate"),
                 }
                 buffer.accept(&messages, &StateChanges::default())?;
                 continue;
@@ -571,7 +594,7 @@ fn disk_percent() -> Option<f64> {
 async fn prove_blocks(
     buffer: Buffer,
     signer: TpmSigner,
-    chain: Vec<Vec<u8>>,
+    credentials: crate::credentials::DeviceCredentials,
     tsa: TsaClient,
     device: TopicSegment,
     wake: Arc<tokio::sync::Notify>,
@@ -592,7 +615,7 @@ async fn prove_blocks(
                 continue;
             };
             let what = String::from_utf8_lossy(&value).into_owned();
-            match prove(&digest, &signer, &chain, &tsa).await {
+            match prove(&digest, &signer, &credentials, &tsa).await {
                 Ok((signature, token)) => {
                     let result = buffer.accept(
                         &[
@@ -661,9 +684,10 @@ async fn prove_blocks(
 async fn prove(
     digest: &[u8; 32],
     signer: &TpmSigner,
-    chain: &[Vec<u8>],
+    credentials: &crate::credentials::DeviceCredentials,
     tsa: &TsaClient,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
+    let chain = credentials.load()?.chain;
     let (certificate, above) = chain
         .split_first()
         .ok_or_else(|| anyhow!("no device certificate"))?;
@@ -691,6 +715,8 @@ async fn read_stream(
 ) {
     let mut client = PmuClient::spawn(stream.options.clone());
     let mut topics: BTreeMap<u16, Arc<PointTopic>> = BTreeMap::new();
+    // Per PMU: whether its clock was last reported unlocked (STAT bit 13).
+    let mut unlocked: BTreeMap<u16, bool> = BTreeMap::new();
     while let Some(event) = client.next_event().await {
         match event {
             ClientEvent::Connected { peer } => info!(%peer, "connected"),
@@ -729,6 +755,39 @@ async fn read_stream(
                 }
             }
             ClientEvent::Session(SessionEvent::Data { frame, config }) => {
+                for (block, pmu) in frame.pmus.iter().zip(&config.pmus) {
+                    let now_unlocked = block.stat.sync_error();
+                    let before = unlocked.insert(pmu.idcode.0, now_unlocked).unwrap_or(false);
+                    if now_unlocked != before {
+                        warn!(
+                            idcode = pmu.idcode.0,
+                            unlocked = now_unlocked,
+                            "PMU clock state changed"
+                        );
+                        let notice = Notice {
+                            title: if now_unlocked {
+                                "PMU clock unlocked".into()
+                            } else {
+                                "PMU clock locked again".into()
+                            },
+                            body: format!(
+                                "{} (IDCODE {}): {}",
+                                stream.name,
+                                pmu.idcode.0,
+                                if now_unlocked {
+                                    "the PMU reports a sync error; its timestamps are not GPS-locked"
+                                } else {
+                                    "the PMU is synchronised again"
+                                }
+                            ),
+                            kind: if now_unlocked { "warning" } else { "success" },
+                            tag: format!("pmu/{}/clock", stream.name),
+                        };
+                        if inputs.send(Input::Notice(notice)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 for (idcode, sample) in samples_from_data_frame(&frame, &config) {
                     if let Some(topic) = topics.get(&idcode.0) {
                         if inputs

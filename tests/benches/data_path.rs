@@ -234,8 +234,10 @@ fn rig() -> Option<Rig> {
         read(device.pki.join("device.crt")),
         read(device.pki.join("device-ca-chain.crt"))
     );
-    let tls = edgeward_agent::mtls::client_config(&read(platform.pki("ca.crt")), &chain, signer)
-        .expect("TLS");
+    let ca = read(platform.pki("ca.crt"));
+    let tls: edgeward_agent::forwarder::TlsSource = std::sync::Arc::new(move || {
+        edgeward_agent::mtls::client_config(&ca, &chain, signer.clone())
+    });
     let broker = BrokerOptions {
         host: "127.0.0.1".into(),
         port: platform.mqtt_port,

@@ -53,6 +53,10 @@ def main():
     parser.add_argument("--rate", type=int, default=50)
     parser.add_argument("--format", choices=sorted(FORMATS), default="int-rect")
     parser.add_argument("--station", default="EDGEWARD TEST")
+    parser.add_argument("--unlock-from", type=int, default=-1,
+                        help="from this frame on, report the clock as not synchronised")
+    parser.add_argument("--unlock-until", type=int, default=-1,
+                        help="and from this frame on, synchronised again")
     args = parser.parse_args()
 
     pmu = Pmu(pmu_id=args.id, data_rate=args.rate, port=args.port, ip="127.0.0.1")
@@ -67,12 +71,14 @@ def main():
     pmu.run()
     print("LISTENING %d" % args.port, flush=True)
 
-    stat = ("ok", True, "timestamp", False, False, False, 0, "<10", 0)
+    locked = ("ok", True, "timestamp", False, False, False, 0, "<10", 0)
+    unlocked = ("ok", False, "timestamp", False, False, False, 0, "<10", 0)
     k = 0
     period = 1.0 / args.rate
     next_send = time.monotonic()
     while True:
         if pmu.client_buffers:
+            stat = unlocked if args.unlock_from <= k < args.unlock_until else locked
             frame = DataFrame(
                 args.id, stat, phasors(args.format, k), (k % 200) - 100, (k % 50) - 25,
                 [float(k), -k / 2], [k % 65536], cfg,

@@ -243,6 +243,11 @@ impl Platform {
     /// A device named `name`: a swtpm with its device key, certified and given a certificate
     /// for `name`, in the files `edgeward-agent attest` writes.
     pub fn device(&self, name: &str) -> Option<Device> {
+        self.device_valid(name, now() - 60, now() + 86_400)
+    }
+
+    /// [`Platform::device`] with a certificate valid from `not_before` to `not_after`.
+    pub fn device_valid(&self, name: &str, not_before: u64, not_after: u64) -> Option<Device> {
         use edgeward_attestation::tpm;
         let device_tpm = Swtpm::start()?;
         let state = self.dir.join(format!("{name}-state"));
@@ -274,7 +279,7 @@ impl Platform {
         )
         .expect("device CA");
         let issued = ca
-            .issue(name, &certified, now() - 60, now() + 86_400, rand::random())
+            .issue(name, &certified, not_before, not_after, rand::random())
             .expect("device certificate");
         std::fs::write(pki.join("device.crt"), &issued.pem).expect("write");
         std::fs::write(pki.join("device-ca-chain.crt"), ca.chain_pem()).expect("write");

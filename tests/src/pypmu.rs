@@ -46,6 +46,11 @@ impl PyPmu {
     /// Starts pyPMU serving stream `idcode` at `rate` frames/s in `format` (`int-rect`,
     /// `int-polar`, `float-rect`, `float-polar`). `None` when pyPMU is not installed outside CI.
     pub fn start(idcode: u16, rate: u16, format: &str) -> Option<Self> {
+        Self::start_with(idcode, rate, format, &[])
+    }
+
+    /// [`PyPmu::start`] with more arguments for `pmu_server.py` (`--unlock-from K`, …).
+    pub fn start_with(idcode: u16, rate: u16, format: &str, extra: &[&str]) -> Option<Self> {
         let python = python()?;
         let port = free_port();
         let mut command = Command::new(python);
@@ -55,6 +60,7 @@ impl PyPmu {
             .args(["--port", &port.to_string()])
             .args(["--rate", &rate.to_string()])
             .args(["--format", format])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         // Its own process group, so that the processes pyPMU forks per client stop with it.
