@@ -227,8 +227,140 @@ enum ColumnData {
     Bool(Vec<bool>),
 }
 
+/// Checks the footer's Thrift before the parquet crate reads it: that crate reserves memory for
+/// every list by the length the file claims (`Vec::with_capacity`), so a crafted file of a few
+/// bytes could ask for gigabytes and abort the process. A list of n elements takes at least n
+/// bytes in the compact protocol, so any claim beyond what is left is refused here.
+fn check_footer(bytes: &[u8]) -> Result<(), ParquetError> {
+    let malformed = |reason: &str| ParquetError::Column {
+        column: "footer".into(),
+        reason: reason.into(),
+    };
+    let length = bytes.len();
+    if length < 12 || &bytes[length - 4..] != b"PAR1" || &bytes[..4] != b"PAR1" {
+        return Err(malformed("not a Parquet file"));
+    }
+    let declared = u32::from_le_bytes([
+        bytes[length - 8],
+        bytes[length - 7],
+        bytes[length - 6],
+        bytes[length - 5],
+    ]) as usize;
+    let start = (length - 8)
+        .checked_sub(declared)
+        .filter(|start| *start >= 4)
+        .ok_or_else(|| malformed("the footer is longer than the file"))?;
+    let mut thrift = Thrift {
+        bytes: &bytes[start..length - 8],
+        at: 0,
+    };
+    thrift
+        .skip(12, 0)
+        .map_err(|reason| malformed(&format!("footer: {reason}")))
+}
+
+/// A bounds-checking walk over Thrift compact-protocol values.
+struct Thrift<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Thrift<'_> {
+    fn byte(&mut self) -> Result<u8, &'static str> {
+        let byte = *self.bytes.get(self.at).ok_or("cut short")?;
+        self.at += 1;
+        Ok(byte)
+    }
+
+    fn varint(&mut self) -> Result<u64, &'static str> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7F) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("a varint longer than 64 bits")
+    }
+
+    fn advance(&mut self, count: u64) -> Result<(), &'static str> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if count > left {
+            return Err("a length beyond the footer");
+        }
+        self.at += count as usize;
+        Ok(())
+    }
+
+    /// A container of `count` elements: each takes at least a byte.
+    fn elements(&mut self, count: u64, kind: u8, depth: u32) -> Result<(), &'static str> {
+        if count > (self.bytes.len() - self.at) as u64 {
+            return Err("a list longer than the footer");
+        }
+        for _ in 0..count {
+            match kind {
+                1 | 2 => self.advance(1)?,
+                _ => self.skip(kind, depth + 1)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, kind: u8, depth: u32) -> Result<(), &'static str> {
+        if depth > 32 {
+            return Err("nested too deeply");
+        }
+        match kind {
+            1 | 2 => Ok(()),
+            3 => self.advance(1),
+            4..=6 => self.varint().map(|_| ()),
+            7 => self.advance(8),
+            8 => {
+                let length = self.varint()?;
+                self.advance(length)
+            }
+            9 | 10 => {
+                let header = self.byte()?;
+                let count = match header >> 4 {
+                    15 => self.varint()?,
+                    short => u64::from(short),
+                };
+                self.elements(count, header & 0x0F, depth)
+            }
+            11 => {
+                let count = self.varint()?;
+                if count == 0 {
+                    return Ok(());
+                }
+                let kinds = self.byte()?;
+                if count > (self.bytes.len() - self.at) as u64 {
+                    return Err("a map longer than the footer");
+                }
+                for _ in 0..count {
+                    self.skip(kinds >> 4, depth + 1)?;
+                    self.skip(kinds & 0x0F, depth + 1)?;
+                }
+                Ok(())
+            }
+            12 => loop {
+                let header = self.byte()?;
+                if header == 0 {
+                    return Ok(());
+                }
+                if header >> 4 == 0 {
+                    self.varint()?;
+                }
+                self.skip(header & 0x0F, depth + 1)?;
+            },
+            _ => Err("an unknown Thrift type"),
+        }
+    }
+}
+
 /// Reads a block file back into samples (the platform's layout: index, sequence, signals).
 pub fn decode_block(bytes: Vec<u8>) -> Result<Vec<Sample>, ParquetError> {
+    check_footer(&bytes)?;
     let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))?;
     let bad = |column: &str, reason: &str| ParquetError::Column {
         column: column.to_owned(),
@@ -317,5 +449,19 @@ mod tests {
         ));
         assert!(matches!(encode_block(&[]), Err(ParquetError::Empty)));
         assert!(decode_block(b"not parquet".to_vec()).is_err());
+    }
+
+    #[test]
+    fn a_footer_claiming_more_than_it_holds_is_refused_before_anything_is_reserved() {
+        // Found by the parquet_block fuzz target: 110 bytes whose footer claims a list that the
+        // parquet crate would reserve gigabytes for.
+        let hex = "0000000000d5d5d5d5d5d5d5d5d5d5d5d5d52c2c2c2c2cfcd5d5ff14fdf96c6c6c6c6c6c6c6c6c6cd5d5d5d5d54dd5010000005041525031410052522dffffffffffffffffffffffffffffffffffffffffffffff31d5d5d53dd5d5d5d5d54d010000005041525000000050415231";
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        assert!(matches!(
+            decode_block(bytes),
+            Err(ParquetError::Column { column, .. }) if column == "footer"
+        ));
     }
 }
