@@ -212,7 +212,8 @@ impl Buffer {
                 batch.remove(key);
                 freed += value.len() as u64;
                 dropped += 1;
-                if self.bytes.load(Ordering::SeqCst) - freed <= self.limits.max_bytes {
+                if self.bytes.load(Ordering::SeqCst).saturating_sub(freed) <= self.limits.max_bytes
+                {
                     break;
                 }
             }
@@ -226,8 +227,8 @@ impl Buffer {
                 .unwrap_or(0);
             batch.insert(DROPPED, &(before + dropped).to_be_bytes());
             self.tree.apply_batch(batch)?;
-            self.bytes.fetch_sub(freed, Ordering::SeqCst);
-            self.messages.fetch_sub(dropped, Ordering::SeqCst);
+            saturating_sub(&self.bytes, freed);
+            saturating_sub(&self.messages, dropped);
         }
         Ok(dropped)
     }
@@ -259,14 +260,8 @@ impl Buffer {
             }
         }
         self.tree.apply_batch(batch)?;
-        self.bytes.fetch_sub(
-            freed.min(self.bytes.load(Ordering::SeqCst)),
-            Ordering::SeqCst,
-        );
-        self.messages.fetch_sub(
-            removed.min(self.messages.load(Ordering::SeqCst)),
-            Ordering::SeqCst,
-        );
+        saturating_sub(&self.bytes, freed);
+        saturating_sub(&self.messages, removed);
         Ok(())
     }
 
@@ -317,6 +312,14 @@ pub struct StateChanges {
     pub block_puts: Vec<(Vec<u8>, Vec<u8>)>,
     pub timestamps_add: Vec<(Vec<u8>, Vec<u8>)>,
     pub timestamps_done: Vec<Vec<u8>>,
+}
+
+/// Counters never wrap below zero: a message dropped for room and then acknowledged is
+/// subtracted once only in effect.
+fn saturating_sub(counter: &AtomicU64, amount: u64) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
+        Some(value.saturating_sub(amount))
+    });
 }
 
 fn id_of(bytes: &[u8]) -> Result<u64> {
