@@ -60,10 +60,6 @@ struct Store {
     parked: HashMap<[u8; 32], Vec<u8>>,
 }
 
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02X}")).collect()
-}
-
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -76,31 +72,20 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The platform's object name: first `ts_origin`, UTC, microseconds zeroed, isoformat.
-pub fn block_name(sample: &Sample) -> String {
-    let seconds = sample.ts_origin.sec as i64;
-    let days = seconds.div_euclid(86_400);
-    let rest = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00.parquet",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+pub fn block_name(sample: &Sample) -> Result<String> {
+    let time = i64::try_from(sample.ts_origin.sec)
+        .ok()
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
+        .with_context(|| format!("sample time {} s is out of range", sample.ts_origin.sec))?;
+    Ok(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00.parquet",
+        time.year(),
+        u8::from(time.month()),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    ))
 }
 
 impl Store {
@@ -136,7 +121,7 @@ impl Store {
         let Some(closed) = hasher.finish() else {
             return Ok(());
         };
-        let path = self.root.join(topic.samples()).join(block_name(&block[0]));
+        let path = self.root.join(topic.samples()).join(block_name(&block[0])?);
         write_atomically(
             &path,
             &edgeward_measurement::parquet_block::encode_block(block)?,
@@ -158,7 +143,7 @@ impl Store {
         let path = self
             .root
             .join("data/signatures/sig")
-            .join(format!("{}.sha256.p7s", hex_upper(digest)));
+            .join(format!("{}.sha256.p7s", hex::encode_upper(digest)));
         write_atomically(&path, signature)
     }
 
@@ -168,7 +153,7 @@ impl Store {
         let path = self
             .root
             .join("data/signatures/tsr")
-            .join(format!("{}.sha256.tsr", hex_upper(&digest)));
+            .join(format!("{}.sha256.tsr", hex::encode_upper(digest)));
         write_atomically(&path, payload)?;
         self.know(digest)
     }

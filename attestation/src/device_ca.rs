@@ -185,13 +185,7 @@ pub fn new_server_certificate(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    let ca_key = KeyPair::from_pem(ca_key).map_err(|error| CaError::Key(error.to_string()))?;
-    let issuer = Issuer::from_ca_cert_pem(ca_certificate, ca_key)
-        .map_err(|error| CaError::Certificate(error.to_string()))?;
-    let certificate = params
-        .signed_by(&key, &issuer)
-        .map_err(|error| CaError::Sign(error.to_string()))?;
-    Ok((certificate.pem(), key.serialize_pem()))
+    sign_leaf(&params, key, ca_certificate, ca_key)
 }
 
 /// The kinds of certificate [`new_leaf`] makes for a demo or test platform.
@@ -216,6 +210,22 @@ pub fn new_root_ca(
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let certificate = params
         .self_signed(&key)
+        .map_err(|error| CaError::Sign(error.to_string()))?;
+    Ok((certificate.pem(), key.serialize_pem()))
+}
+
+/// Signs a leaf with the CA (certificate and PKCS#8 key, PEM); returns certificate and key, PEM.
+fn sign_leaf(
+    params: &CertificateParams,
+    key: KeyPair,
+    ca_certificate: &str,
+    ca_key: &str,
+) -> Result<(String, String), CaError> {
+    let ca_key = KeyPair::from_pem(ca_key).map_err(|error| CaError::Key(error.to_string()))?;
+    let issuer = Issuer::from_ca_cert_pem(ca_certificate, ca_key)
+        .map_err(|error| CaError::Certificate(error.to_string()))?;
+    let certificate = params
+        .signed_by(&key, &issuer)
         .map_err(|error| CaError::Sign(error.to_string()))?;
     Ok((certificate.pem(), key.serialize_pem()))
 }
@@ -265,11 +275,5 @@ pub fn new_leaf(
             params.custom_extensions = vec![extension];
         }
     }
-    let ca_key = KeyPair::from_pem(ca_key).map_err(|error| CaError::Key(error.to_string()))?;
-    let issuer = Issuer::from_ca_cert_pem(ca_certificate, ca_key)
-        .map_err(|error| CaError::Certificate(error.to_string()))?;
-    let certificate = params
-        .signed_by(&key, &issuer)
-        .map_err(|error| CaError::Sign(error.to_string()))?;
-    Ok((certificate.pem(), key.serialize_pem()))
+    sign_leaf(&params, key, ca_certificate, ca_key)
 }

@@ -156,7 +156,7 @@ pub fn verify_token(
         || imprint.hashed_message.as_bytes() != digest.as_slice()
     {
         return Err(ProofError::WrongImprint {
-            expected: format!("sha256:{}", hex_upper(digest)),
+            expected: format!("sha256:{}", hex::encode_upper(digest)),
             found: format!(
                 "{}:{}",
                 if imprint.hash_algorithm.oid == oid::SHA256 {
@@ -164,7 +164,7 @@ pub fn verify_token(
                 } else {
                     imprint.hash_algorithm.oid.to_string()
                 },
-                hex_upper(imprint.hashed_message.as_bytes())
+                hex::encode_upper(imprint.hashed_message.as_bytes())
             ),
         });
     }
@@ -172,11 +172,11 @@ pub fn verify_token(
         let expected = nonce.to_int()?;
         if info.nonce.as_ref() != Some(&expected) {
             return Err(ProofError::WrongNonce {
-                expected: hex_upper(expected.as_bytes()),
+                expected: hex::encode_upper(expected.as_bytes()),
                 found: info
                     .nonce
                     .as_ref()
-                    .map_or("none".into(), |found| hex_upper(found.as_bytes())),
+                    .map_or("none".into(), |found| hex::encode_upper(found.as_bytes())),
             });
         }
     }
@@ -222,7 +222,7 @@ pub fn verify_token(
     let anchor = anchors.verify_chain(&verified.signer, &pool, gen_time)?;
     Ok(VerifiedTimestamp {
         gen_time,
-        serial: hex_upper(info.serial_number.as_bytes()),
+        serial: hex::encode_upper(info.serial_number.as_bytes()),
         policy: info.policy.to_string(),
         tsa: subject,
         anchor,
@@ -260,10 +260,6 @@ pub fn response_imprint(response: &[u8]) -> Result<[u8; 32], ProofError> {
         .as_bytes()
         .try_into()
         .map_err(|_| ProofError::Malformed("a SHA-256 imprint is 32 bytes".into()))
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02X}")).collect()
 }
 
 /// A time-stamping authority: its certificate (EKU time-stamping), the chain above it, and an

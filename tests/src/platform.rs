@@ -240,6 +240,24 @@ impl Platform {
         Process(child)
     }
 
+    /// `edgeward verify-data` on `store` with this platform's TSA root and device CA: whether
+    /// every block verified, and its report.
+    pub fn verify_data(&self, store: &Path) -> (bool, String) {
+        let output = Command::new(crate::edgeward_binary())
+            .arg("verify-data")
+            .arg(store)
+            .arg("--tsa-root")
+            .arg(self.pki("tsa-root.crt"))
+            .arg("--device-ca")
+            .arg(self.pki("device-ca.crt"))
+            .output()
+            .expect("verify-data runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
     /// A device named `name`: a swtpm with its device key, certified and given a certificate
     /// for `name`, in the files `edgeward-agent attest` writes.
     pub fn device(&self, name: &str) -> Option<Device> {
@@ -373,4 +391,31 @@ pub fn software_client(platform: &Platform, name: &str) -> (PathBuf, PathBuf) {
         pki.join(format!("{name}.crt")),
         pki.join(format!("{name}.key")),
     )
+}
+
+/// The block files the recorder wrote for the test device's PMU (`sub1/pmu-a/bay-1`), in order.
+pub fn block_files(store: &Path) -> Vec<PathBuf> {
+    let dir = store.join("data/measurements/sub1/pmu-a/bay-1");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Every recorded sequence of that PMU, in order, across its block files.
+pub fn recorded_sequences(store: &Path) -> Vec<u64> {
+    block_files(store)
+        .iter()
+        .flat_map(|file| {
+            edgeward_measurement::parquet_block::decode_block(std::fs::read(file).expect("read"))
+                .expect("block")
+        })
+        .map(|sample| sample.sequence)
+        .collect()
 }

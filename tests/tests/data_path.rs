@@ -5,55 +5,14 @@
 //! verification; a broker outage loses nothing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edgeward_tests::openssl::try_openssl;
-use edgeward_tests::platform::{software_client, subscribe, Platform};
+use edgeward_tests::platform::{
+    block_files, recorded_sequences, software_client, subscribe, Platform,
+};
 use edgeward_tests::pypmu::PyPmu;
-
-fn verify_data(platform: &Platform, store: &Path) -> (bool, String) {
-    let output = Command::new(edgeward_tests::edgeward_binary())
-        .arg("verify-data")
-        .arg(store)
-        .arg("--tsa-root")
-        .arg(platform.pki("tsa-root.crt"))
-        .arg("--device-ca")
-        .arg(platform.pki("device-ca.crt"))
-        .output()
-        .expect("verify-data runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
-fn blocks(store: &Path) -> Vec<std::path::PathBuf> {
-    let dir = store.join("data/measurements/sub1/pmu-a/bay-1");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// Every recorded sequence, in order, across the block files.
-fn sequences(store: &Path) -> Vec<u64> {
-    blocks(store)
-        .iter()
-        .flat_map(|file| {
-            edgeward_measurement::parquet_block::decode_block(std::fs::read(file).expect("read"))
-                .expect("block")
-        })
-        .map(|sample| sample.sequence)
-        .collect()
-}
 
 #[test]
 fn pmu_samples_reach_the_store_signed_and_time_stamped() {
@@ -87,9 +46,9 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
     std::thread::sleep(Duration::from_secs(1));
     drop(recorder);
 
-    let (ok, report) = verify_data(&platform, &store);
+    let (ok, report) = platform.verify_data(&store);
     assert!(ok, "verify-data:\n{report}");
-    let files = blocks(&store);
+    let files = block_files(&store);
     assert!(files.len() >= 3, "at least three 1 s blocks: {report}");
     assert_eq!(
         report.lines().filter(|line| line.contains(": ok ")).count(),
@@ -98,7 +57,7 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
     // In order and never twice (pyPMU stamps frames with its clock, not on the 50/s grid, so
     // an occasional second holds 49 frames: the grid index skips one then, nothing is lost, as
     // each block's digest over the agent's samples proves).
-    let recorded = sequences(&store);
+    let recorded = recorded_sequences(&store);
     assert!(
         recorded.windows(2).all(|pair| pair[1] > pair[0]),
         "{recorded:?}"
@@ -229,7 +188,7 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
         edgeward_measurement::parquet_block::encode_block(&samples).expect("encode"),
     )
     .expect("write");
-    let (ok, report) = verify_data(&platform, &store);
+    let (ok, report) = platform.verify_data(&store);
     assert!(!ok, "an altered block verified:\n{report}");
     let failed: Vec<&str> = report
         .lines()

@@ -7,45 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edgeward_tests::platform::{subscribe, Device, Platform, Process};
+use edgeward_tests::platform::{recorded_sequences, subscribe, Device, Platform, Process};
 use edgeward_tests::pypmu::PyPmu;
-
-fn verify_data(platform: &Platform, store: &Path) -> (bool, String) {
-    let output = Command::new(edgeward_tests::edgeward_binary())
-        .arg("verify-data")
-        .arg(store)
-        .arg("--tsa-root")
-        .arg(platform.pki("tsa-root.crt"))
-        .arg("--device-ca")
-        .arg(platform.pki("device-ca.crt"))
-        .output()
-        .expect("verify-data runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
-fn recorded_sequences(store: &Path) -> Vec<u64> {
-    let dir = store.join("data/measurements/sub1/pmu-a/bay-1");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|file| {
-            edgeward_measurement::parquet_block::decode_block(std::fs::read(file).expect("read"))
-                .expect("block")
-        })
-        .map(|sample| sample.sequence)
-        .collect()
-}
 
 fn agent(platform: &Platform, device: &Device, pmu: &PyPmu, dir: &Path, log: &str) -> Child {
     platform
@@ -135,7 +98,7 @@ fn a_broker_outage_and_a_tsa_outage_lose_nothing_and_are_reported() {
     );
     drop(recorder);
 
-    let (ok, report) = verify_data(&platform, &store);
+    let (ok, report) = platform.verify_data(&store);
     assert!(ok, "verify-data:\n{report}");
     let recorded: BTreeSet<u64> = recorded_sequences(&store).into_iter().collect();
     // Every accepted sample up to the last closed block is recorded (the open block at the
@@ -248,7 +211,7 @@ fn kill_9_at_random_moments_loses_no_accepted_message() {
         missing.len(),
         &missing[..missing.len().min(20)]
     );
-    let (ok, report) = verify_data(&platform, &store);
+    let (ok, report) = platform.verify_data(&store);
     assert!(ok, "verify-data after {rounds} crashes:\n{report}");
 
     // Repeats on the wire are redeliveries: the same sequence always carries the same bytes.
