@@ -1,4 +1,4 @@
-//! The durable outbox between the pipeline and the broker (sled): a message is on disk, fsynced,
+//! The durable outbox between the pipeline and the broker (redb): a message is on disk, fsynced,
 //! before the pipeline counts it accepted, and leaves only when the broker acknowledged it
 //! (PUBACK). Messages keep the id they were accepted with, so a message sent again after an
 //! outage or a crash is the same message, in the same order.
@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use redb::{ReadableDatabase as _, ReadableTable as _};
 use tokio::sync::Notify;
 
 /// One message for the broker.
@@ -81,24 +82,26 @@ impl Fill {
 
 /// The durable outbox. Cheap to clone; all clones share the database.
 ///
-/// Everything lives in one sled tree under key prefixes, because a sled batch is atomic only
-/// within its tree: a sample must never be in the outbox after a crash without also being in
-/// its open block (the block's digest would then miss a sample the platform records).
+/// Everything lives in one redb table under key prefixes, and each acceptance is one write
+/// transaction: a sample is never in the outbox after a crash without also being in its open
+/// block (the block's digest would then miss a sample the platform records). redb runs one write
+/// transaction at a time, so ids are taken and made visible in order (the forwarder reads
+/// "everything after the last id sent"; a gap filled later would be skipped until the next
+/// connection). Decision record: docs/decisions/0018.
 #[derive(Clone)]
 pub struct Buffer {
-    db: sled::Db,
-    tree: sled::Tree,
-    next_id: Arc<AtomicU64>,
+    db: Arc<redb::Database>,
     bytes: Arc<AtomicU64>,
     messages: Arc<AtomicU64>,
     limits: Limits,
-    /// Held from taking ids to inserting them, so that messages become visible in id order
-    /// (the forwarder reads "everything after the last id sent"; a gap filled later would be
-    /// skipped until the next connection).
-    order: Arc<std::sync::Mutex<()>>,
     /// Woken when messages are accepted.
     pub accepted: Arc<Notify>,
 }
+
+const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("buffer");
+
+/// The database file inside the buffer directory.
+const FILE: &str = "buffer.redb";
 
 /// Key prefixes: outbox messages by id, open-block samples, pending timestamps, counters.
 const OUTBOX: u8 = b'o';
@@ -120,127 +123,170 @@ fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
     full
 }
 
+/// The first key after every key that starts with `prefix` (`None`: no such bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Every (key, value) under `prefix` in a table, keys with the prefix.
+fn scan(
+    table: &impl redb::ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let range = match prefix_end(prefix) {
+        Some(end) => table.range::<&[u8]>(prefix..end.as_slice())?,
+        None => table.range::<&[u8]>(prefix..)?,
+    };
+    range
+        .map(|entry| {
+            let (key, value) = entry?;
+            Ok((key.value().to_vec(), value.value().to_vec()))
+        })
+        .collect()
+}
+
+fn counter(
+    table: &impl redb::ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<u64>> {
+    table
+        .get(key)?
+        .map(|value| id_of(value.value()))
+        .transpose()
+}
+
 impl Buffer {
+    /// Opens (or creates) the buffer in directory `path`.
     pub fn open(path: &Path, limits: Limits) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .with_context(|| format!("cannot open the buffer at {}", path.display()))?;
-        let tree = db.open_tree("buffer")?;
-        let last = tree.scan_prefix([OUTBOX]).next_back().transpose()?;
-        let next_id = match last {
-            Some((key, _)) => id_of(&key[1..])? + 1,
-            None => tree
-                .get(NEXT_ID)?
-                .map(|value| id_of(&value))
-                .transpose()?
-                .unwrap_or(1),
-        };
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create the buffer directory {}", path.display()))?;
+        // An agent before 0018 kept its buffer with sled in this directory; its messages would
+        // be silently left behind, so refuse rather than start an empty buffer beside them.
+        if path.join("conf").is_file() && path.join("db").is_file() {
+            bail!(
+                "{} holds a buffer of an earlier agent (sled): drain it with that version, or \
+                 move it away to discard its messages",
+                path.display()
+            );
+        }
+        let file = path.join(FILE);
+        let db = redb::Database::create(&file)
+            .with_context(|| format!("cannot open the buffer at {}", file.display()))?;
         let (mut bytes, mut messages) = (0u64, 0u64);
-        for entry in tree.scan_prefix([OUTBOX]) {
-            let (_, value) = entry?;
-            bytes += value.len() as u64;
-            messages += 1;
+        {
+            let write = db.begin_write()?;
+            // Creates the table on first use, so that readers always find it.
+            write.open_table(TABLE)?;
+            write.commit()?;
+            let read = db.begin_read()?;
+            let table = read.open_table(TABLE)?;
+            for entry in table.range::<&[u8]>([OUTBOX].as_slice()..[OUTBOX + 1].as_slice())? {
+                let (_, value) = entry?;
+                bytes += value.value().len() as u64;
+                messages += 1;
+            }
         }
         Ok(Self {
-            db,
-            tree,
-            next_id: Arc::new(AtomicU64::new(next_id)),
+            db: Arc::new(db),
             bytes: Arc::new(AtomicU64::new(bytes)),
             messages: Arc::new(AtomicU64::new(messages)),
             limits,
-            order: Arc::new(std::sync::Mutex::new(())),
             accepted: Arc::new(Notify::new()),
         })
     }
 
     /// Accepts messages: they are written and fsynced before this returns, with the pipeline
-    /// state changes in the same atomic batch. Returns the ids given, and how many old messages
+    /// state changes in the same transaction. Returns the ids given, and how many old messages
     /// were dropped to make room.
     pub fn accept(&self, messages: &[Outgoing], state: &StateChanges) -> Result<(Vec<u64>, u64)> {
         let mut ids = Vec::with_capacity(messages.len());
-        let mut batch = sled::Batch::default();
-        let mut added = 0u64;
-        // Block samples cleared before the puts: a batch applies in order.
-        for key in &state.block_clears {
-            for entry in self.tree.scan_prefix(prefixed(BLOCK, key)) {
-                let (key, _) = entry?;
-                batch.remove(key);
-            }
-        }
-        for (key, value) in &state.block_puts {
-            batch.insert(prefixed(BLOCK, key), value.as_slice());
-        }
-        for (key, value) in &state.timestamps_add {
-            batch.insert(prefixed(PENDING, key), value.as_slice());
-        }
-        for key in &state.timestamps_done {
-            batch.remove(prefixed(PENDING, key));
-        }
-        {
-            // A poisoned lock only means another accept panicked; the order it guards holds.
-            let _order = self
-                .order
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for message in messages {
-                let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-                let encoded = message.encode();
-                added += encoded.len() as u64;
-                batch.insert(&outbox_key(id), encoded);
-                ids.push(id);
-            }
-            batch.insert(NEXT_ID, &self.next_id.load(Ordering::SeqCst).to_be_bytes());
-            self.tree.apply_batch(batch)?;
-        }
-        self.bytes.fetch_add(added, Ordering::SeqCst);
-        self.messages.fetch_add(ids.len() as u64, Ordering::SeqCst);
-        let dropped = self.enforce_limit()?;
-        self.db.flush().context("cannot fsync the buffer")?;
-        self.accepted.notify_one();
-        Ok((ids, dropped))
-    }
-
-    fn enforce_limit(&self) -> Result<u64> {
-        let mut dropped = 0u64;
-        let mut batch = sled::Batch::default();
-        let mut freed = 0u64;
-        if self.bytes.load(Ordering::SeqCst) > self.limits.max_bytes {
-            for entry in self.tree.scan_prefix([OUTBOX]) {
-                let (key, value) = entry?;
-                batch.remove(key);
-                freed += value.len() as u64;
-                dropped += 1;
-                if self.bytes.load(Ordering::SeqCst).saturating_sub(freed) <= self.limits.max_bytes
-                {
-                    break;
+        let mut write = self.db.begin_write()?;
+        // Recovery after a power cut then reads the allocator state instead of walking the
+        // whole file (redb's quick repair), at the price of a little more written per commit.
+        write.set_quick_repair(true);
+        let (added, dropped, freed) = {
+            let mut table = write.open_table(TABLE)?;
+            // Block samples cleared before the puts.
+            for key in &state.block_clears {
+                let prefix = prefixed(BLOCK, key);
+                for (key, _) in scan(&table, &prefix)? {
+                    table.remove(key.as_slice())?;
                 }
             }
-        }
-        if dropped > 0 {
-            let before = self
-                .tree
-                .get(DROPPED)?
-                .map(|value| id_of(&value))
+            for (key, value) in &state.block_puts {
+                table.insert(prefixed(BLOCK, key).as_slice(), value.as_slice())?;
+            }
+            for (key, value) in &state.timestamps_add {
+                table.insert(prefixed(PENDING, key).as_slice(), value.as_slice())?;
+            }
+            for key in &state.timestamps_done {
+                table.remove(prefixed(PENDING, key).as_slice())?;
+            }
+            let mut next_id = match table
+                .range::<&[u8]>([OUTBOX].as_slice()..[OUTBOX + 1].as_slice())?
+                .next_back()
                 .transpose()?
-                .unwrap_or(0);
-            batch.insert(DROPPED, &(before + dropped).to_be_bytes());
-            self.tree.apply_batch(batch)?;
-            saturating_sub(&self.bytes, freed);
-            saturating_sub(&self.messages, dropped);
-        }
-        Ok(dropped)
+            {
+                Some((key, _)) => id_of(&key.value()[1..])? + 1,
+                None => 1,
+            };
+            next_id = next_id.max(counter(&table, NEXT_ID)?.unwrap_or(1));
+            let mut added = 0u64;
+            for message in messages {
+                let encoded = message.encode();
+                added += encoded.len() as u64;
+                table.insert(outbox_key(next_id).as_slice(), encoded.as_slice())?;
+                ids.push(next_id);
+                next_id += 1;
+            }
+            table.insert(NEXT_ID, next_id.to_be_bytes().as_slice())?;
+            // The oldest go first when the new ones do not fit.
+            let held = self.bytes.load(Ordering::SeqCst) + added;
+            let (mut dropped, mut freed) = (0u64, 0u64);
+            if held > self.limits.max_bytes {
+                let mut oldest = Vec::new();
+                for entry in table.range::<&[u8]>([OUTBOX].as_slice()..[OUTBOX + 1].as_slice())? {
+                    let (key, value) = entry?;
+                    freed += value.value().len() as u64;
+                    dropped += 1;
+                    oldest.push(key.value().to_vec());
+                    if held.saturating_sub(freed) <= self.limits.max_bytes {
+                        break;
+                    }
+                }
+                for key in &oldest {
+                    table.remove(key.as_slice())?;
+                }
+                let before = counter(&table, DROPPED)?.unwrap_or(0);
+                table.insert(DROPPED, (before + dropped).to_be_bytes().as_slice())?;
+            }
+            (added, dropped, freed)
+        };
+        write.commit().context("cannot commit to the buffer")?;
+        self.bytes.fetch_add(added, Ordering::SeqCst);
+        self.messages.fetch_add(ids.len() as u64, Ordering::SeqCst);
+        saturating_sub(&self.bytes, freed);
+        saturating_sub(&self.messages, dropped);
+        self.accepted.notify_one();
+        Ok((ids, dropped))
     }
 
     /// Messages after `after` (exclusive) in id order, at most `limit`.
     pub fn after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Outgoing)>> {
         let mut out = Vec::with_capacity(limit);
         let start = outbox_key(after.saturating_add(1));
-        let end = [OUTBOX + 1];
-        for entry in self.tree.range(start.as_slice()..end.as_slice()) {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(TABLE)?;
+        for entry in table.range::<&[u8]>(start.as_slice()..[OUTBOX + 1].as_slice())? {
             let (key, value) = entry?;
-            out.push((id_of(&key[1..])?, Outgoing::decode(&value)?));
+            out.push((id_of(&key.value()[1..])?, Outgoing::decode(value.value())?));
             if out.len() == limit {
                 break;
             }
@@ -248,45 +294,47 @@ impl Buffer {
         Ok(out)
     }
 
-    /// The broker acknowledged these: they leave the buffer.
+    /// The broker acknowledged these: they leave the buffer. Not fsynced on its own: a crash
+    /// before the next acceptance sends them again, as the same messages.
     pub fn acknowledged(&self, ids: &[u64]) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut write = self.db.begin_write()?;
+        write
+            .set_durability(redb::Durability::None)
+            .context("buffer durability")?;
         let (mut freed, mut removed) = (0u64, 0u64);
-        for id in ids {
-            if let Some(value) = self.tree.get(outbox_key(*id))? {
-                freed += value.len() as u64;
-                removed += 1;
-                batch.remove(&outbox_key(*id));
+        {
+            let mut table = write.open_table(TABLE)?;
+            for id in ids {
+                if let Some(value) = table.remove(outbox_key(*id).as_slice())? {
+                    freed += value.value().len() as u64;
+                    removed += 1;
+                }
             }
         }
-        self.tree.apply_batch(batch)?;
+        write.commit().context("cannot commit to the buffer")?;
         saturating_sub(&self.bytes, freed);
         saturating_sub(&self.messages, removed);
         Ok(())
     }
 
     pub fn fill(&self) -> Result<Fill> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(TABLE)?;
         Ok(Fill {
             messages: self.messages.load(Ordering::SeqCst),
             bytes: self.bytes.load(Ordering::SeqCst),
-            dropped: self
-                .tree
-                .get(DROPPED)?
-                .map(|value| id_of(&value))
-                .transpose()?
-                .unwrap_or(0),
+            dropped: counter(&table, DROPPED)?.unwrap_or(0),
             max_bytes: self.limits.max_bytes,
         })
     }
 
     fn entries(&self, prefix: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.tree
-            .scan_prefix([prefix])
-            .map(|entry| {
-                let (key, value) = entry?;
-                Ok((key[1..].to_vec(), value.to_vec()))
-            })
-            .collect()
+        let read = self.db.begin_read()?;
+        let table = read.open_table(TABLE)?;
+        Ok(scan(&table, &[prefix])?
+            .into_iter()
+            .map(|(key, value)| (key[1..].to_vec(), value))
+            .collect())
     }
 
     /// The open blocks' samples, as stored by [`StateChanges::block_puts`].
@@ -298,8 +346,10 @@ impl Buffer {
         self.entries(PENDING)
     }
 
+    /// Makes every commit so far durable (the acknowledgements, which are not on their own).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().context("cannot fsync the buffer")?;
+        let write = self.db.begin_write()?;
+        write.commit().context("cannot fsync the buffer")?;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! The device's data path end to end, with durability on: C37.118 data frames decoded, turned
-//! into samples, framed into blocks with their digest, accepted into the sled buffer (fsynced
+//! into samples, framed into blocks with their digest, accepted into the redb buffer (fsynced
 //! before counting) and published by the forwarder over mutual TLS (device key in swtpm) to a
 //! local Mosquitto 2, QoS 1, until each PUBACK.
 //!
