@@ -32,6 +32,10 @@ pub enum SevCommand {
         /// Accept guests whose policy allows debugging.
         #[arg(long)]
         allow_debug: bool,
+        /// The VMPL the report must be requested from (0 unless a trusted paravisor asks
+        /// from another).
+        #[arg(long, default_value_t = 0)]
+        vmpl: u32,
     },
 }
 
@@ -52,6 +56,7 @@ pub fn run(command: SevCommand) -> Result<()> {
             measurement,
             minimum_tcb,
             allow_debug,
+            vmpl,
         } => {
             let raw = read_report(
                 &std::fs::read(&report)
@@ -76,6 +81,7 @@ pub fn run(command: SevCommand) -> Result<()> {
                     .transpose()?,
                 minimum_tcb,
                 allow_debug,
+                vmpl,
             };
             let appraisal = appraise(
                 &raw,
@@ -91,7 +97,7 @@ pub fn run(command: SevCommand) -> Result<()> {
                     Check::Failed(reason) => ("FAILED", reason),
                     Check::Skipped(reason) => ("skipped", reason),
                 };
-                println!("{name:<12} {verdict:<8} {reason}");
+                println!("{name:<20} {verdict:<8} {reason}");
             }
             if !appraisal.accepted() {
                 let reasons: Vec<String> = appraisal

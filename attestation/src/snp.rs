@@ -4,7 +4,12 @@
 //!
 //! The signature is checked over the report's bytes as received (SHA-384 of bytes 0x000–0x29F,
 //! ECDSA P-384), not over a re-encoding of the parsed fields, and every reserved byte of the
-//! signature block must be zero: so any altered byte of the report is refused.
+//! signature block must be zero: so any altered byte of the report is refused. The VCEK is bound
+//! to the report it signed: AMD derives a VCEK per chip and TCB, and names both in its
+//! certificate (the SPL extensions 1.3.6.1.4.1.3704.1.3.x and the hardware ID 1.3.6.1.4.1.3704.1.4),
+//! so its TCB must be the report's `reported_tcb` and its hardware ID the report's `chip_id`
+//! (AMD's VCEK specification). The report's version, signature algorithm and VMPL are checked
+//! too.
 
 use p384::ecdsa::signature::hazmat::PrehashVerifier;
 use p384::ecdsa::{Signature, VerifyingKey};
@@ -153,6 +158,9 @@ pub struct SnpPolicy {
     pub minimum_tcb: Option<MinimumTcb>,
     /// Accept guests whose policy allows debugging (their memory is readable by the host).
     pub allow_debug: bool,
+    /// The VMPL the report must come from: 0, the guest's most privileged level, unless the
+    /// guest runs under a paravisor that is trusted to request it from another.
+    pub vmpl: u32,
 }
 
 /// The outcome of one check.
@@ -313,6 +321,64 @@ pub fn appraise(
         },
     ));
     checks.push(("signature", check_signature(raw, &vcek)));
+    checks.push((
+        "report_version",
+        if SUPPORTED_VERSIONS.contains(&report.version) {
+            Check::Passed(format!("report version {}", report.version))
+        } else {
+            Check::Failed(format!(
+                "report version {} is not one this verifier reads ({SUPPORTED_VERSIONS:?})",
+                report.version
+            ))
+        },
+    ));
+    checks.push((
+        "signature_algorithm",
+        if report.sig_algo == ECDSA_P384_SHA384 {
+            Check::Passed("ECDSA P-384 with SHA-384".into())
+        } else {
+            Check::Failed(format!(
+                "signature algorithm {} is not ECDSA P-384 with SHA-384 (1)",
+                report.sig_algo
+            ))
+        },
+    ));
+    checks.push((
+        "vmpl",
+        if report.vmpl == policy.vmpl {
+            Check::Passed(format!("requested at VMPL {}", report.vmpl))
+        } else {
+            Check::Failed(format!(
+                "requested at VMPL {}, the policy requires VMPL {}",
+                report.vmpl, policy.vmpl
+            ))
+        },
+    ));
+    let vcek_fields = VcekFields::read(vcek_der);
+    let reported = &report.reported_tcb;
+    checks.push((
+        "vcek_tcb",
+        match &vcek_fields {
+            Ok(fields) => compare_tcb(
+                fields,
+                &ReportedTcb {
+                    fmc: reported.fmc,
+                    bootloader: reported.bootloader,
+                    tee: reported.tee,
+                    snp: reported.snp,
+                    microcode: reported.microcode,
+                },
+            ),
+            Err(reason) => Check::Failed(reason.clone()),
+        },
+    ));
+    checks.push((
+        "chip_id",
+        match &vcek_fields {
+            Ok(fields) => compare_chip(&fields.hardware_id, &report.chip_id),
+            Err(reason) => Check::Failed(reason.clone()),
+        },
+    ));
 
     checks.push((
         "debug",
@@ -388,9 +454,217 @@ pub fn appraise(
     Ok(SnpAppraisal { product, checks })
 }
 
+/// The report versions this verifier reads (SNP ABI 1.51 to 1.58).
+pub const SUPPORTED_VERSIONS: [u32; 4] = [2, 3, 4, 5];
+/// SIGNATURE_ALGO: ECDSA P-384 with SHA-384.
+const ECDSA_P384_SHA384: u32 = 1;
+
+/// What AMD's VCEK certificate says of the chip and TCB it was derived for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcekFields {
+    /// The firmware SPLs: FMC (Turin and later), bootloader, TEE, SNP, microcode.
+    pub fmc: Option<u8>,
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+    /// hwID: the chip ID (64 bytes up to Genoa, 8 from Turin).
+    pub hardware_id: Vec<u8>,
+}
+
+/// The report's `reported_tcb`, as the VCEK must name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedTcb {
+    pub fmc: Option<u8>,
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+}
+
+const AMD_SPL: &str = "1.3.6.1.4.1.3704.1.3.";
+const AMD_HWID: &str = "1.3.6.1.4.1.3704.1.4";
+
+/// A DER INTEGER 0-255, as the SPL extensions hold their value.
+fn small_integer(bytes: &[u8]) -> Option<u8> {
+    match bytes {
+        [0x02, 0x01, value] if *value < 0x80 => Some(*value),
+        [0x02, 0x02, 0x00, value] if *value >= 0x80 => Some(*value),
+        _ => None,
+    }
+}
+
+impl VcekFields {
+    /// Reads the SPL and hardware-ID extensions of a VCEK certificate (DER). Every one of
+    /// bootloader, TEE, SNP and microcode must be there, and the hardware ID.
+    pub fn read(vcek_der: &[u8]) -> Result<Self, String> {
+        use x509_parser::prelude::FromDer as _;
+        let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(vcek_der)
+            .map_err(|error| format!("the VCEK does not parse: {error}"))?;
+        let mut spl = [None; 10];
+        let mut hardware_id = None;
+        for extension in certificate.extensions() {
+            let oid = extension.oid.to_id_string();
+            if oid == AMD_HWID {
+                hardware_id = Some(extension.value.to_vec());
+            } else if let Some(index) = oid
+                .strip_prefix(AMD_SPL)
+                .and_then(|index| index.parse::<usize>().ok())
+                .filter(|index| *index < spl.len())
+            {
+                spl[index] = Some(small_integer(extension.value).ok_or_else(|| {
+                    format!("the VCEK's SPL extension {oid} is not a small integer")
+                })?);
+            }
+        }
+        let need = |index: usize, name: &str| {
+            spl[index].ok_or_else(|| format!("the VCEK names no {name} SPL ({AMD_SPL}{index})"))
+        };
+        Ok(Self {
+            fmc: spl[9],
+            bootloader: need(1, "bootloader")?,
+            tee: need(2, "TEE")?,
+            snp: need(3, "SNP")?,
+            microcode: need(8, "microcode")?,
+            hardware_id: hardware_id
+                .ok_or_else(|| format!("the VCEK names no hardware ID ({AMD_HWID})"))?,
+        })
+    }
+}
+
+/// The VCEK was derived for exactly the TCB the report says it was made at.
+pub fn compare_tcb(vcek: &VcekFields, reported: &ReportedTcb) -> Check {
+    let differences: Vec<String> = [
+        ("fmc", vcek.fmc, reported.fmc),
+        (
+            "bootloader",
+            Some(vcek.bootloader),
+            Some(reported.bootloader),
+        ),
+        ("tee", Some(vcek.tee), Some(reported.tee)),
+        ("snp", Some(vcek.snp), Some(reported.snp)),
+        ("microcode", Some(vcek.microcode), Some(reported.microcode)),
+    ]
+    .iter()
+    .filter(|(_, certified, reported)| certified != reported)
+    .map(|(name, certified, reported)| {
+        let show = |value: &Option<u8>| value.map_or("none".into(), |value| value.to_string());
+        format!(
+            "{name} {} in the VCEK, {} in the report",
+            show(certified),
+            show(reported)
+        )
+    })
+    .collect();
+    if differences.is_empty() {
+        Check::Passed("the VCEK was derived for the reported TCB".into())
+    } else {
+        Check::Failed(format!(
+            "the VCEK is for another TCB than the report's: {}",
+            differences.join(", ")
+        ))
+    }
+}
+
+/// The VCEK's hardware ID is the report's chip ID (the full 64 bytes, or the first 8 for a
+/// chip whose VCEK carries 8); a masked (all-zero) chip ID binds nothing.
+pub fn compare_chip(hardware_id: &[u8], chip_id: &[u8; 64]) -> Check {
+    if chip_id.iter().all(|byte| *byte == 0) {
+        return Check::Failed(
+            "the report's chip ID is masked (MASK_CHIP_ID): it cannot be bound to the VCEK".into(),
+        );
+    }
+    let same = match hardware_id.len() {
+        64 => hardware_id == chip_id.as_slice(),
+        8 => hardware_id == &chip_id[..8],
+        _ => false,
+    };
+    if same {
+        Check::Passed("the VCEK is this chip's".into())
+    } else {
+        Check::Failed(format!(
+            "the VCEK is for chip {}, the report is from chip {}",
+            hex::encode(hardware_id),
+            hex::encode(chip_id)
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fields() -> VcekFields {
+        VcekFields {
+            fmc: None,
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 115,
+            hardware_id: vec![7; 64],
+        }
+    }
+
+    #[test]
+    fn the_vcek_must_be_the_reported_tcbs_and_the_chips() {
+        let reported = ReportedTcb {
+            fmc: None,
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 115,
+        };
+        assert!(matches!(
+            compare_tcb(&fields(), &reported),
+            Check::Passed(_)
+        ));
+        for (field, older) in [
+            (
+                "bootloader",
+                ReportedTcb {
+                    bootloader: 2,
+                    ..reported
+                },
+            ),
+            ("snp", ReportedTcb { snp: 9, ..reported }),
+            (
+                "microcode",
+                ReportedTcb {
+                    microcode: 114,
+                    ..reported
+                },
+            ),
+            (
+                "fmc",
+                ReportedTcb {
+                    fmc: Some(1),
+                    ..reported
+                },
+            ),
+        ] {
+            match compare_tcb(&fields(), &older) {
+                Check::Failed(reason) => assert!(reason.contains(field), "{reason}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let chip = [7u8; 64];
+        assert!(matches!(
+            compare_chip(&fields().hardware_id, &chip),
+            Check::Passed(_)
+        ));
+        let mut other = chip;
+        other[63] = 8;
+        assert!(matches!(
+            compare_chip(&fields().hardware_id, &other),
+            Check::Failed(_)
+        ));
+        assert!(matches!(compare_chip(&[7; 8], &chip), Check::Passed(_)));
+        assert!(matches!(compare_chip(&[7; 8], &[0; 64]), Check::Failed(_)));
+        assert!(matches!(compare_chip(&[7; 12], &chip), Check::Failed(_)));
+        assert_eq!(small_integer(&[0x02, 0x01, 0x73]), Some(115));
+        assert_eq!(small_integer(&[0x02, 0x02, 0x00, 0xD5]), Some(213));
+        assert_eq!(small_integer(&[0x04, 0x01, 0x73]), None);
+    }
 
     #[test]
     fn reads_hex_or_raw_reports_and_refuses_other_sizes() {

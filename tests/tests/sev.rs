@@ -91,9 +91,27 @@ fn the_real_milan_report_verifies() {
             microcode: 0,
         }),
         allow_debug: false,
+        vmpl: 0,
     };
     let appraisal = appraise(&milan.report, &milan.vcek, None, &policy).expect("examinable");
     assert_eq!(appraisal.product, Some(Product::Milan));
+    // The VCEK is bound to this report: AMD derived it for this chip at this TCB.
+    for bound in [
+        "vcek_tcb",
+        "chip_id",
+        "vmpl",
+        "report_version",
+        "signature_algorithm",
+    ] {
+        assert!(
+            appraisal
+                .checks
+                .iter()
+                .any(|(name, check)| *name == bound && matches!(check, Check::Passed(_))),
+            "{bound}: {:#?}",
+            appraisal.checks
+        );
+    }
     assert!(appraisal.accepted(), "{:#?}", appraisal.checks);
     assert!(appraisal
         .checks
@@ -137,6 +155,40 @@ fn wrong_chip_nonce_measurement_tcb_and_root_are_refused_with_reasons() {
     )
     .expect("examinable");
     assert!(failed(&other, "signature"), "{:#?}", other.checks);
+    // Its certificate also names another chip and TCB than the report's: refused by name, not
+    // only through the signature (the binding that keeps a genuine VCEK of an older TCB, or of
+    // another chip, from vouching for a report).
+    for check in ["vcek_tcb", "chip_id"] {
+        assert!(failed(&other, check), "{check}: {:#?}", other.checks);
+    }
+    let reason = |appraisal: &edgeward_attestation::snp::SnpAppraisal, check: &str| {
+        appraisal
+            .failures()
+            .find(|(name, _)| *name == check)
+            .map(|(_, reason)| reason.to_owned())
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "refused as expected: vcek_tcb: {}",
+        reason(&other, "vcek_tcb")
+    );
+    eprintln!(
+        "refused as expected: chip_id: {}",
+        reason(&other, "chip_id")
+    );
+    // A report from VMPL 0 when the policy asks for another level, and the other way round.
+    let vmpl = appraise(
+        &milan.report,
+        &milan.vcek,
+        None,
+        &SnpPolicy {
+            vmpl: 2,
+            ..SnpPolicy::default()
+        },
+    )
+    .expect("examinable");
+    assert!(failed(&vmpl, "vmpl"), "{:#?}", vmpl.checks);
+    assert!(reason(&vmpl, "vmpl").contains("requested at VMPL 0, the policy requires VMPL 2"));
 
     let mut nonce: [u8; 64] = report_field(&milan.report, 0x50);
     nonce[0] ^= 0xFF;
@@ -152,6 +204,7 @@ fn wrong_chip_nonce_measurement_tcb_and_root_are_refused_with_reasons() {
             microcode: 0,
         }),
         allow_debug: false,
+        vmpl: 0,
     };
     let appraisal = appraise(&milan.report, &milan.vcek, None, &policy).expect("examinable");
     for check in ["report_data", "measurement", "tcb"] {
