@@ -4,7 +4,11 @@
 //! `signal{i}.real` / `signal{i}.imag` (float64) for a complex value. Zstd, as the platform.
 //!
 //! Reading a file back yields exactly the samples the digest was computed over: float32
-//! phasors widen to float64 and narrow back without loss.
+//! phasors widen to float64 and narrow back without loss. A file is read only when its schema
+//! is exactly the contract's: `sequence`, then `signal0`, `signal1`, … (or the `.real`, `.imag`
+//! pair of a complex signal) in order with their types, then the index, and nothing else. Values
+//! are read by that position, so a file whose columns were renamed or reordered is refused,
+//! not read as another signal (a reader by name would get frequency where it expects voltage).
 
 use std::sync::Arc;
 
@@ -31,6 +35,8 @@ pub enum ParquetError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("column {column}: {reason}")]
     Column { column: String, reason: String },
+    #[error("the file's schema is not the block contract's: {0}")]
+    Schema(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,10 +364,116 @@ impl Thrift<'_> {
     }
 }
 
-/// Reads a block file back into samples (the platform's layout: index, sequence, signals).
+/// The signal columns' layout a schema gives, when it is exactly the contract's: `sequence`
+/// (int64), the signals in order (`signal{i}` float64, int64 or bool; `signal{i}.real` and
+/// `signal{i}.imag` float64 for a complex one), `__index_level_0__` (int64 nanosecond timestamp,
+/// not UTC-adjusted), each required or optional (pandas writes optional columns), nothing
+/// nested, nothing else.
+fn contract_layout(
+    schema: &parquet::schema::types::SchemaDescriptor,
+) -> Result<Vec<Kind>, ParquetError> {
+    let refuse = |reason: String| ParquetError::Schema(reason);
+    let fields = schema.root_schema().get_fields();
+    let mut columns = Vec::with_capacity(fields.len());
+    for field in fields {
+        if !field.is_primitive() {
+            return Err(refuse(format!("{:?} is a group", field.name())));
+        }
+        let info = field.get_basic_info();
+        if info.repetition() == Repetition::REPEATED {
+            return Err(refuse(format!("{:?} is repeated", field.name())));
+        }
+        columns.push((
+            field.name(),
+            field.get_physical_type(),
+            info.logical_type_ref().cloned(),
+        ));
+    }
+    let integer = |logical: &Option<LogicalType>| {
+        matches!(
+            logical,
+            None | Some(LogicalType::Integer {
+                bit_width: 64,
+                is_signed: true
+            })
+        )
+    };
+    let Some(((first, first_type, first_logical), rest)) = columns.split_first() else {
+        return Err(refuse("it has no columns".into()));
+    };
+    if *first != "sequence" || *first_type != Physical::INT64 || !integer(first_logical) {
+        return Err(refuse(format!(
+            "the first column is {first:?} ({first_type}), not sequence (int64)"
+        )));
+    }
+    let Some(((last, last_type, last_logical), signals)) = rest.split_last() else {
+        return Err(refuse("it has no index column".into()));
+    };
+    let nanos = matches!(
+        last_logical,
+        Some(LogicalType::Timestamp {
+            is_adjusted_to_u_t_c: false,
+            unit: TimeUnit::NANOS
+        })
+    );
+    if *last != "__index_level_0__" || *last_type != Physical::INT64 || !nanos {
+        return Err(refuse(format!(
+            "the last column is {last:?} ({last_type}, {last_logical:?}), not __index_level_0__ \
+             (nanosecond timestamp)"
+        )));
+    }
+    let mut layout = Vec::new();
+    let mut position = 0;
+    while position < signals.len() {
+        let index = layout.len();
+        let (name, physical, logical) = &signals[position];
+        let plain = format!("signal{index}");
+        let real = format!("signal{index}.real");
+        let imag = format!("signal{index}.imag");
+        let kind = if *name == plain {
+            match physical {
+                Physical::DOUBLE if logical.is_none() => Kind::Float,
+                Physical::INT64 if integer(logical) => Kind::Int,
+                Physical::BOOLEAN if logical.is_none() => Kind::Bool,
+                other => {
+                    return Err(refuse(format!(
+                        "{name} is {other}, not float64, int64 or bool"
+                    )))
+                }
+            }
+        } else if *name == real {
+            let imaginary = signals.get(position + 1);
+            let both_double = *physical == Physical::DOUBLE
+                && logical.is_none()
+                && imaginary.is_some_and(|(name, physical, logical)| {
+                    *name == imag && *physical == Physical::DOUBLE && logical.is_none()
+                });
+            if !both_double {
+                return Err(refuse(format!(
+                    "{real} is not followed by {imag}, both float64"
+                )));
+            }
+            position += 1;
+            Kind::Complex
+        } else {
+            return Err(refuse(format!(
+                "column {} is {name:?} where signal {index} ({plain}, or {real} and {imag}) \
+                 belongs",
+                position + 2
+            )));
+        };
+        layout.push(kind);
+        position += 1;
+    }
+    Ok(layout)
+}
+
+/// Reads a block file back into samples (the platform's layout: index, sequence, signals),
+/// refusing any file whose schema is not exactly the contract's.
 pub fn decode_block(bytes: Vec<u8>) -> Result<Vec<Sample>, ParquetError> {
     check_footer(&bytes)?;
     let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))?;
+    let layout = contract_layout(reader.metadata().file_metadata().schema_descr())?;
     let bad = |column: &str, reason: &str| ParquetError::Column {
         column: column.to_owned(),
         reason: reason.to_owned(),
@@ -369,49 +481,48 @@ pub fn decode_block(bytes: Vec<u8>) -> Result<Vec<Sample>, ParquetError> {
     let mut samples = Vec::new();
     for row in reader.get_row_iter(None)? {
         let row = row?;
-        let mut ts_origin = None;
-        let mut sequence = None;
-        let mut values = Vec::new();
-        let mut real: Option<f64> = None;
-        for (name, field) in row.get_column_iter() {
-            match (name.as_str(), field) {
-                ("__index_level_0__", Field::Long(nanos)) if *nanos >= 0 => {
-                    let nanos = *nanos as u64;
-                    ts_origin =
-                        Timestamp::new(nanos / 1_000_000_000, (nanos % 1_000_000_000) as u32);
+        // The schema was checked: the fields come in the contract's order.
+        let mut fields = row
+            .get_column_iter()
+            .map(|(name, field)| (name.as_str(), field));
+        let sequence = match fields.next() {
+            Some((_, Field::Long(value))) => *value as u64,
+            Some((name, _)) => return Err(bad(name, "not an int64 value")),
+            None => return Err(bad("sequence", "missing")),
+        };
+        let mut values = Vec::with_capacity(layout.len());
+        for kind in &layout {
+            let value = match (kind, fields.next()) {
+                (Kind::Float, Some((_, Field::Double(value)))) => Value::Float(*value),
+                (Kind::Int, Some((_, Field::Long(value)))) => Value::Int(*value),
+                (Kind::Bool, Some((_, Field::Bool(value)))) => Value::Bool(*value),
+                (Kind::Complex, Some((_, Field::Double(re)))) => match fields.next() {
+                    Some((_, Field::Double(im))) => Value::Complex {
+                        re: *re as f32,
+                        im: *im as f32,
+                    },
+                    Some((name, _)) => return Err(bad(name, "not a float64 value")),
+                    None => return Err(bad("signal", "an imaginary part is missing")),
+                },
+                (_, Some((name, _))) => {
+                    return Err(bad(name, "a missing value or one of another type"))
                 }
-                ("__index_level_0__", _) => return Err(bad(name, "not a nanosecond timestamp")),
-                ("sequence", Field::Long(value)) => sequence = Some(*value as u64),
-                ("sequence", _) => return Err(bad(name, "not int64")),
-                (name, field) if name.starts_with("signal") => {
-                    if name.ends_with(".real") {
-                        let Field::Double(value) = field else {
-                            return Err(bad(name, "not float64"));
-                        };
-                        real = Some(*value);
-                    } else if name.ends_with(".imag") {
-                        let (Field::Double(im), Some(re)) = (field, real.take()) else {
-                            return Err(bad(name, "an imaginary part without its real part"));
-                        };
-                        values.push(Value::Complex {
-                            re: re as f32,
-                            im: *im as f32,
-                        });
-                    } else {
-                        values.push(match field {
-                            Field::Double(value) => Value::Float(*value),
-                            Field::Long(value) => Value::Int(*value),
-                            Field::Bool(value) => Value::Bool(*value),
-                            _ => return Err(bad(name, "not float64, int64 or bool")),
-                        });
-                    }
-                }
-                _ => {}
-            }
+                (_, None) => return Err(bad("signal", "missing")),
+            };
+            values.push(value);
         }
+        let ts_origin = match fields.next() {
+            Some((_, Field::Long(nanos))) if *nanos >= 0 => {
+                let nanos = *nanos as u64;
+                Timestamp::new(nanos / 1_000_000_000, (nanos % 1_000_000_000) as u32)
+            }
+            Some((name, _)) => return Err(bad(name, "not a nanosecond timestamp")),
+            None => None,
+        }
+        .ok_or_else(|| bad("__index_level_0__", "missing"))?;
         samples.push(Sample {
-            ts_origin: ts_origin.ok_or_else(|| bad("__index_level_0__", "missing"))?,
-            sequence: sequence.ok_or_else(|| bad("sequence", "missing"))?,
+            ts_origin,
+            sequence,
             values,
         });
     }
@@ -463,5 +574,173 @@ mod tests {
             decode_block(bytes),
             Err(ParquetError::Column { column, .. }) if column == "footer"
         ));
+    }
+
+    /// A column of a test file: name, type, and one value per row (`None`: null).
+    type TestColumn<'a> = (&'a str, Physical, Option<LogicalType>, Vec<Option<f64>>);
+
+    /// A Parquet file with exactly these columns.
+    fn file_with(columns: &[TestColumn<'_>]) -> Vec<u8> {
+        let fields: Vec<Arc<Type>> = columns
+            .iter()
+            .map(|(name, physical, logical, values)| {
+                let repetition = if values.iter().any(Option::is_none) {
+                    Repetition::OPTIONAL
+                } else {
+                    Repetition::REQUIRED
+                };
+                Arc::new(
+                    Type::primitive_type_builder(name, *physical)
+                        .with_repetition(repetition)
+                        .with_logical_type(logical.clone())
+                        .build()
+                        .expect("column"),
+                )
+            })
+            .collect();
+        let schema = Arc::new(
+            Type::group_type_builder("schema")
+                .with_fields(fields)
+                .build()
+                .expect("schema"),
+        );
+        let mut writer =
+            SerializedFileWriter::new(Vec::new(), schema, Arc::new(WriterProperties::default()))
+                .expect("writer");
+        let mut group = writer.next_row_group().expect("row group");
+        let mut columns = columns.iter();
+        while let Some(mut column) = group.next_column().expect("column") {
+            let (_, physical, _, values) = columns.next().expect("data");
+            let present: Vec<f64> = values.iter().flatten().copied().collect();
+            let levels: Vec<i16> = values
+                .iter()
+                .map(|value| i16::from(value.is_some()))
+                .collect();
+            let levels = values
+                .iter()
+                .any(Option::is_none)
+                .then_some(levels.as_slice());
+            match physical {
+                Physical::DOUBLE => {
+                    column
+                        .typed::<DoubleType>()
+                        .write_batch(&present, levels, None)
+                        .expect("write");
+                }
+                _ => {
+                    let present: Vec<i64> = present.iter().map(|value| *value as i64).collect();
+                    column
+                        .typed::<Int64Type>()
+                        .write_batch(&present, levels, None)
+                        .expect("write");
+                }
+            }
+            column.close().expect("close");
+        }
+        group.close().expect("close");
+        writer.into_inner().expect("bytes")
+    }
+
+    #[test]
+    fn only_the_contracts_schema_is_read() {
+        let nanos = Some(LogicalType::Timestamp {
+            is_adjusted_to_u_t_c: false,
+            unit: TimeUnit::NANOS,
+        });
+        let column = |name: &'static str, physical, logical: Option<LogicalType>, value: f64| {
+            (
+                name,
+                physical,
+                logical,
+                vec![Some(value), Some(value + 1.0)],
+            )
+        };
+        let sequence = column("sequence", Physical::INT64, None, 7.0);
+        let index = column("__index_level_0__", Physical::INT64, nanos.clone(), 1.7e18);
+        let real = column("signal0.real", Physical::DOUBLE, None, 230.0);
+        let imag = column("signal0.imag", Physical::DOUBLE, None, -1.0);
+        let frequency = column("signal1", Physical::DOUBLE, None, 50.0);
+        let good = [
+            sequence.clone(),
+            real.clone(),
+            imag.clone(),
+            frequency.clone(),
+            index.clone(),
+        ];
+        let samples = decode_block(file_with(&good)).expect("the contract's schema");
+        assert_eq!(samples.len(), 2);
+        assert_eq!(
+            samples[0].values,
+            vec![
+                Value::Complex {
+                    re: 230.0,
+                    im: -1.0
+                },
+                Value::Float(50.0)
+            ]
+        );
+        let refused = |columns: &[TestColumn<'_>]| {
+            match decode_block(file_with(columns)) {
+                Err(ParquetError::Schema(reason)) => reason,
+                other => panic!("read a file outside the contract: {other:?}"),
+            }
+        };
+        // Two names swapped, the values where they were: read by position the digest stays
+        // valid, while a reader by name gets the frequency where it expects the voltage.
+        let mut voltage = real.clone();
+        voltage.0 = "signal1";
+        let mut hertz = frequency.clone();
+        hertz.0 = "signal0.real";
+        let reason = refused(&[
+            sequence.clone(),
+            voltage,
+            imag.clone(),
+            hertz,
+            index.clone(),
+        ]);
+        assert!(reason.contains("\"signal1\" where signal 0"), "{reason}");
+        let reason = refused(&[
+            sequence.clone(),
+            frequency.clone(),
+            real.clone(),
+            imag.clone(),
+            index.clone(),
+        ]);
+        assert!(reason.contains("where signal 0"), "{reason}");
+        // Something extra, something missing, a wrong type.
+        let extra = column("ts_received", Physical::INT64, None, 1.0);
+        let reason = refused(&[
+            sequence.clone(),
+            real.clone(),
+            imag.clone(),
+            extra,
+            index.clone(),
+        ]);
+        assert!(reason.contains("ts_received"), "{reason}");
+        let reason = refused(&[sequence.clone(), real.clone(), imag.clone()]);
+        assert!(reason.contains("not __index_level_0__"), "{reason}");
+        let mut double_sequence = sequence.clone();
+        double_sequence.1 = Physical::DOUBLE;
+        let reason = refused(&[double_sequence, frequency.clone(), index.clone()]);
+        assert!(reason.contains("not sequence (int64)"), "{reason}");
+        let reason = refused(&[
+            sequence.clone(),
+            real.clone(),
+            frequency.clone(),
+            index.clone(),
+        ]);
+        assert!(reason.contains("not followed by signal0.imag"), "{reason}");
+        let mut micros = index.clone();
+        micros.2 = Some(LogicalType::Timestamp {
+            is_adjusted_to_u_t_c: false,
+            unit: TimeUnit::MICROS,
+        });
+        refused(&[sequence.clone(), frequency.clone(), micros]);
+        // Optional columns (as pandas writes them) are read; a missing value is not.
+        let mut with_null = frequency.clone();
+        with_null.0 = "signal0";
+        with_null.3 = vec![Some(50.0), None];
+        let read = decode_block(file_with(&[sequence.clone(), with_null, index.clone()]));
+        assert!(matches!(read, Err(ParquetError::Column { .. })), "{read:?}");
     }
 }
