@@ -304,6 +304,10 @@ pub fn run(command: DemoCommand) -> Result<()> {
             .arg(pki.join("recorder.key"))
             .arg("--store")
             .arg(&store)
+            .arg("--tsa-root")
+            .arg(pki.join("tsa-root.crt"))
+            .arg("--device-ca")
+            .arg(pki.join("device-ca.crt"))
             .env("EDGEWARD_LOG", "info"),
     )?;
 
@@ -435,7 +439,7 @@ fn provision(run: &Path, logs: &Path, ca: &str, ca_key: &str) -> Result<Device> 
         &keys.ak_public_pem,
     )
     .context("the AK's public key")?;
-    let certified = edgeward_attestation::quote::appraise_certify(
+    let (certified, _) = edgeward_attestation::quote::appraise_certify(
         &key.public,
         &attest,
         &signature,

@@ -1,14 +1,19 @@
 //! `edgeward recorder`: the central side's recorder, subscribing as the platform's does and
-//! filing what arrives in the platform's bucket layout:
+//! filing what arrives in the platform's bucket layout (`edgeward_measurement::store`):
 //!
 //! - `data/measurements/<location>/<device>/<point>/<first sample time, ISO 8601>.parquet`, one
 //!   file per block, cut where a sample carries `new_frame`;
 //! - `data/signatures/tsr/<DIGEST HEX>.sha256.tsr`, the DER response, unchanged;
 //! - `data/signatures/sig/<DIGEST HEX>.sha256.p7s`, the device's block signature.
 //!
-//! A block signature names its block only through SHA-256(digest), so it is filed once the
-//! block (or its token) is known. Redelivered samples (a sequence already recorded on the topic)
-//! are dropped, so a message sent twice after an outage is recorded once.
+//! Any device may publish on `signatures/tsr` and `signatures/sig`, so nothing is filed on
+//! trust and nothing filed is ever replaced: a token is filed only when it verifies (the TSA
+//! root, its own imprint), a signature only when it verifies and its signer is the device whose
+//! block it signs, and the first valid proof for a digest stays. A different proof for a digest
+//! already filed, a proof that does not verify, or a block file that would replace a different
+//! one goes to `aside/` under its name and a content hash, with a `.reason` file, and is logged.
+//! Redelivered samples (a sequence already recorded on the topic) are dropped, so a message sent
+//! twice after an outage is recorded once. Decision record: docs/decisions/0024.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,7 +24,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgeward_measurement::block::BlockHasher;
 use edgeward_measurement::sample::Sample;
+use edgeward_measurement::store;
 use edgeward_measurement::villas::{self, PointTopic, SIGNATURE_TOPIC, TSR_TOPIC};
+use edgeward_proof::origin::{verify_block, ChainTime};
+use edgeward_proof::trust::TrustAnchors;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use sha2::Digest as _;
 use tracing::{info, warn};
@@ -40,6 +48,16 @@ pub struct RecorderArgs {
     /// The store directory (the bucket's root).
     #[arg(long, value_name = "DIR")]
     store: PathBuf,
+    /// The root TSA certificates must chain to (PEM): tokens that do not are kept aside.
+    #[arg(long, value_name = "FILE")]
+    tsa_root: PathBuf,
+    /// The device CA (or the platform CA above it), PEM: signatures that do not chain to it are
+    /// kept aside.
+    #[arg(long, value_name = "FILE")]
+    device_ca: PathBuf,
+    /// The TSA certificate, when its tokens do not carry it (PEM).
+    #[arg(long, value_name = "FILE")]
+    tsa_cert: Option<PathBuf>,
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<u64>,
@@ -51,24 +69,60 @@ struct Topic {
     last_sequence: Option<u64>,
 }
 
+/// A block digest the recorder knows of: from a block it filed (then with its device) or a
+/// token it filed.
+struct Known {
+    digest: [u8; 32],
+    device: Option<String>,
+}
+
+/// At most this many signatures wait for their block; beyond, new ones are refused (a device
+/// flooding signatures of blocks that never come must not exhaust the recorder).
+const MAX_PARKED: usize = 10_000;
+
 struct Store {
     root: PathBuf,
     topics: BTreeMap<PointTopic, Topic>,
-    /// SHA-256(block digest) → block digest, for the blocks and tokens seen.
-    digests: HashMap<[u8; 32], [u8; 32]>,
+    tsa_root: TrustAnchors,
+    tsa_certificates: Vec<Vec<u8>>,
+    device_ca: TrustAnchors,
+    /// SHA-256(block digest) → the digest, for the blocks and tokens filed.
+    digests: HashMap<[u8; 32], Known>,
     /// Signatures whose block is not known yet, by SHA-256(block digest).
-    parked: HashMap<[u8; 32], Vec<u8>>,
+    parked: HashMap<[u8; 32], Vec<Vec<u8>>>,
+    parked_count: usize,
+    /// How many things were kept aside.
+    aside: usize,
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// What filing a file did.
+#[derive(Debug, PartialEq, Eq)]
+enum Filed {
+    New,
+    /// The same bytes were filed before (a redelivery).
+    Again,
+    /// Different bytes are filed under that name; the new ones were kept aside.
+    Aside,
+}
+
+/// Writes `bytes` at `path` only if nothing is there: written beside, synced, then linked into
+/// place (a link never replaces). Returns whether it was written, or the bytes already there.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<Option<Vec<u8>>> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let temporary = path.with_extension("partial");
+    let temporary = path.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&temporary, bytes)?;
     std::fs::File::open(&temporary)?.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    Ok(())
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(None),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(Some(std::fs::read(path)?))
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot file {}", path.display())),
+    }
 }
 
 /// The platform's object name: first `ts_origin`, UTC, microseconds zeroed, isoformat.
@@ -89,6 +143,39 @@ pub fn block_name(sample: &Sample) -> Result<String> {
 }
 
 impl Store {
+    /// Files `bytes` under `relative` (store-relative), or, when different bytes are filed
+    /// there, keeps them aside with why.
+    fn file(&mut self, relative: &str, bytes: &[u8], conflict: &str) -> Result<Filed> {
+        match write_new(&self.root.join(relative), bytes)? {
+            None => Ok(Filed::New),
+            Some(existing) if existing == bytes => Ok(Filed::Again),
+            Some(_) => {
+                self.keep_aside(relative, bytes, conflict)?;
+                Ok(Filed::Aside)
+            }
+        }
+    }
+
+    /// Keeps `bytes`, refused for `relative`, under `aside/` with a `.reason` file.
+    fn keep_aside(&mut self, relative: &str, bytes: &[u8], reason: &str) -> Result<()> {
+        let aside = store::aside_path(relative, bytes);
+        let path = self.root.join(&aside);
+        if write_new(&path, bytes)?.is_none() {
+            write_new(
+                &path.with_file_name(format!(
+                    "{}.reason",
+                    path.file_name()
+                        .and_then(|name| name.to_str())
+                        .unwrap_or("aside")
+                )),
+                format!("{reason}\n").as_bytes(),
+            )?;
+            self.aside += 1;
+        }
+        warn!(kept = %aside, instead_of = %relative, %reason, "kept aside, not filed");
+        Ok(())
+    }
+
     fn sample_message(&mut self, topic: PointTopic, payload: &[u8]) -> Result<()> {
         let samples = villas::decode(payload)
             .with_context(|| format!("{}: not a VILLAS message", topic.samples()))?;
@@ -121,53 +208,118 @@ impl Store {
         let Some(closed) = hasher.finish() else {
             return Ok(());
         };
-        let path = self.root.join(topic.samples()).join(block_name(&block[0])?);
-        write_atomically(
-            &path,
-            &edgeward_measurement::parquet_block::encode_block(block)?,
+        let relative = format!("{}/{}", topic.samples(), block_name(&block[0])?);
+        let bytes = edgeward_measurement::parquet_block::encode_block(block)?;
+        let filed = self.file(
+            &relative,
+            &bytes,
+            "a different block is filed under this name (same topic, same first second)",
         )?;
-        info!(file = %path.display(), samples = block.len(), digest = %closed.digest.hex_upper(), "block recorded");
-        self.know(closed.digest.0)
+        if filed == Filed::Aside {
+            return Ok(());
+        }
+        info!(file = %relative, samples = block.len(), digest = %closed.digest.hex_upper(), "block recorded");
+        self.know(closed.digest.0, Some(topic.device.as_str().to_owned()))
     }
 
-    fn know(&mut self, digest: [u8; 32]) -> Result<()> {
+    /// A digest is known (a block filed, with its device; or a token filed): signatures that
+    /// waited for it are judged now.
+    fn know(&mut self, digest: [u8; 32], device: Option<String>) -> Result<()> {
         let key: [u8; 32] = sha2::Sha256::digest(digest).into();
-        self.digests.insert(key, digest);
-        if let Some(signature) = self.parked.remove(&key) {
-            self.write_signature(&digest, &signature)?;
+        let known = self.digests.entry(key).or_insert(Known {
+            digest,
+            device: None,
+        });
+        if known.device.is_none() {
+            known.device = device;
+        }
+        if known.device.is_some() {
+            if let Some(waiting) = self.parked.remove(&key) {
+                self.parked_count = self.parked_count.saturating_sub(waiting.len());
+                for signature in waiting {
+                    self.file_signature(&key, &signature)?;
+                }
+            }
         }
         Ok(())
-    }
-
-    fn write_signature(&self, digest: &[u8; 32], signature: &[u8]) -> Result<()> {
-        let path = self
-            .root
-            .join("data/signatures/sig")
-            .join(format!("{}.sha256.p7s", hex::encode_upper(digest)));
-        write_atomically(&path, signature)
     }
 
     fn token(&mut self, payload: &[u8]) -> Result<()> {
         let digest = edgeward_proof::timestamp::response_imprint(payload)
             .context("signatures/tsr: not a time-stamp response")?;
-        let path = self
-            .root
-            .join("data/signatures/tsr")
-            .join(format!("{}.sha256.tsr", hex::encode_upper(digest)));
-        write_atomically(&path, payload)?;
-        self.know(digest)
+        let relative = store::token_path(&digest);
+        if let Err(error) = edgeward_proof::timestamp::verify_response(
+            payload,
+            &digest,
+            None,
+            &self.tsa_root,
+            &self.tsa_certificates,
+        ) {
+            return self.keep_aside(
+                &relative,
+                payload,
+                &format!("the token does not verify: {error}"),
+            );
+        }
+        let filed = self.file(
+            &relative,
+            payload,
+            "another valid token is already filed for this digest; the first one stays",
+        )?;
+        if filed == Filed::Aside {
+            return Ok(());
+        }
+        self.know(digest, None)
     }
 
     fn signature(&mut self, payload: &[u8]) -> Result<()> {
         let key = edgeward_proof::origin::signed_message_digest(payload)
             .context("signatures/sig: not a block signature")?;
-        match self.digests.get(&key) {
-            Some(digest) => self.write_signature(&digest.clone(), payload),
-            None => {
-                self.parked.insert(key, payload.to_vec());
-                Ok(())
-            }
+        if self
+            .digests
+            .get(&key)
+            .is_some_and(|known| known.device.is_some())
+        {
+            return self.file_signature(&key, payload);
         }
+        if self.parked_count >= MAX_PARKED {
+            warn!(
+                parked = self.parked_count,
+                "too many signatures wait for their block; one refused"
+            );
+            return Ok(());
+        }
+        self.parked.entry(key).or_default().push(payload.to_vec());
+        self.parked_count += 1;
+        Ok(())
+    }
+
+    /// Files a signature of a known block: it must verify and be the block's device's.
+    fn file_signature(&mut self, key: &[u8; 32], signature: &[u8]) -> Result<()> {
+        let Some(known) = self.digests.get(key) else {
+            return Ok(());
+        };
+        let (digest, device) = (known.digest, known.device.clone().unwrap_or_default());
+        let relative = store::signature_path(&digest);
+        // Filed at the signer's claimed time; verify-data judges it at the token's time.
+        let verified = verify_block(signature, &digest, &self.device_ca, ChainTime::SignerClaim);
+        let refusal = match verified {
+            Err(error) => Some(format!("the signature does not verify: {error}")),
+            Ok(origin) if origin.device != device => Some(format!(
+                "signed by {}, but the block is {device}'s",
+                origin.device
+            )),
+            Ok(_) => None,
+        };
+        if let Some(reason) = refusal {
+            return self.keep_aside(&relative, signature, &reason);
+        }
+        self.file(
+            &relative,
+            signature,
+            "another valid signature is already filed for this block; the first one stays",
+        )?;
+        Ok(())
     }
 }
 
@@ -181,11 +333,25 @@ pub fn run(args: RecorderArgs) -> Result<()> {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };
     let tls = tls_config(&read(&args.ca)?, &read(&args.cert)?, &read(&args.key)?)?;
+    let text = |path: &PathBuf| -> Result<String> {
+        String::from_utf8(read(path)?).with_context(|| format!("{} is not PEM", path.display()))
+    };
     let mut store = Store {
         root: args.store.clone(),
         topics: BTreeMap::new(),
+        tsa_root: TrustAnchors::from_pem(&text(&args.tsa_root)?).context("--tsa-root")?,
+        tsa_certificates: match &args.tsa_cert {
+            Some(path) => pem::parse_many(text(path)?)?
+                .into_iter()
+                .map(pem::Pem::into_contents)
+                .collect(),
+            None => Vec::new(),
+        },
+        device_ca: TrustAnchors::from_pem(&text(&args.device_ca)?).context("--device-ca")?,
         digests: HashMap::new(),
         parked: HashMap::new(),
+        parked_count: 0,
+        aside: 0,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -241,8 +407,11 @@ pub fn run(args: RecorderArgs) -> Result<()> {
                     }
                 }
             }
-            if !store.parked.is_empty() {
-                warn!(signatures = store.parked.len(), "signatures whose block never arrived");
+            if store.parked_count > 0 {
+                warn!(signatures = store.parked_count, "signatures whose block never arrived");
+            }
+            if store.aside > 0 {
+                warn!(kept = store.aside, dir = %store.root.join(store::ASIDE).display(), "proofs or blocks kept aside");
             }
             Ok(())
         })

@@ -1,13 +1,16 @@
 //! `edgeward verify-data DIR`: for every block file in a store laid out like the platform's
 //! bucket, recompute the digest from the Parquet file and check its time-stamp token and its
-//! device signature; one line per block, `ok` or the reason. The signer must be the device
-//! whose topic the block was recorded under.
+//! device signature, the device's certificate judged at the token's time
+//! (`edgeward_proof::block`); one line per block, `ok` or the reason. The signer must be the
+//! device whose topic the block was recorded under. Proofs the recorder kept aside (conflicting
+//! or invalid, `aside/`) are counted and named, never used.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use edgeward_measurement::block::BlockHasher;
+use edgeward_proof::block::{verify_proofs, ProofAnchors};
 use edgeward_proof::trust::TrustAnchors;
 
 #[derive(Args)]
@@ -63,14 +66,16 @@ pub fn check_store(
     let read = |path: &Path| {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
     };
-    let tsa_root = TrustAnchors::from_pem(&read(tsa_root)?).context("--tsa-root")?;
-    let device_ca = TrustAnchors::from_pem(&read(device_ca)?).context("--device-ca")?;
-    let untrusted: Vec<Vec<u8>> = match tsa_cert {
-        Some(path) => pem::parse_many(read(path)?)?
-            .into_iter()
-            .map(pem::Pem::into_contents)
-            .collect(),
-        None => Vec::new(),
+    let anchors = ProofAnchors {
+        tsa: TrustAnchors::from_pem(&read(tsa_root)?).context("--tsa-root")?,
+        devices: TrustAnchors::from_pem(&read(device_ca)?).context("--device-ca")?,
+        tsa_certificates: match tsa_cert {
+            Some(path) => pem::parse_many(read(path)?)?
+                .into_iter()
+                .map(pem::Pem::into_contents)
+                .collect(),
+            None => Vec::new(),
+        },
     };
     let measurements = store.join("data/measurements");
     let mut files = Vec::new();
@@ -82,14 +87,7 @@ pub fn check_store(
             .unwrap_or(file)
             .display()
             .to_string();
-        match check(
-            store,
-            &measurements,
-            file,
-            &tsa_root,
-            &device_ca,
-            &untrusted,
-        ) {
+        match check(store, &measurements, file, &anchors) {
             Ok(line) => {
                 good += 1;
                 println!("{name}: ok {line}");
@@ -98,17 +96,50 @@ pub fn check_store(
         }
     }
     println!("{good} of {} blocks verified", files.len());
+    let aside = aside_files(store)?;
+    if !aside.is_empty() {
+        println!(
+            "{} proofs or blocks the recorder kept aside (not used): {}",
+            aside.len(),
+            aside.join(", ")
+        );
+    }
     Ok(good == files.len() && !files.is_empty())
 }
 
-fn check(
-    store: &Path,
-    measurements: &Path,
-    file: &Path,
-    tsa_root: &TrustAnchors,
-    device_ca: &TrustAnchors,
-    untrusted: &[Vec<u8>],
-) -> Result<String> {
+/// What the recorder kept aside, relative to the store.
+fn aside_files(store: &Path) -> Result<Vec<String>> {
+    let root = store.join(edgeward_measurement::store::ASIDE);
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut stack = vec![root];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .is_none_or(|extension| extension != "reason")
+            {
+                found.push(
+                    path.strip_prefix(store)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn check(store: &Path, measurements: &Path, file: &Path, anchors: &ProofAnchors) -> Result<String> {
     let samples = edgeward_measurement::parquet_block::decode_block(std::fs::read(file)?)
         .context("not a block file")?;
     let mut hasher = BlockHasher::new();
@@ -117,22 +148,6 @@ fn check(
     }
     let closed = hasher.finish().context("the block has no samples")?;
     let hex = closed.digest.hex_upper();
-    let tsr = store.join(format!("data/signatures/tsr/{hex}.sha256.tsr"));
-    let tsr =
-        std::fs::read(&tsr).with_context(|| format!("no time-stamp token for digest {hex}"))?;
-    let stamped = edgeward_proof::timestamp::verify_response(
-        &tsr,
-        &closed.digest.0,
-        None,
-        tsa_root,
-        untrusted,
-    )
-    .with_context(|| format!("the token for {hex}"))?;
-    let p7s = store.join(format!("data/signatures/sig/{hex}.sha256.p7s"));
-    let p7s =
-        std::fs::read(&p7s).with_context(|| format!("no device signature for digest {hex}"))?;
-    let origin = edgeward_proof::origin::verify_block(&p7s, &closed.digest.0, device_ca)
-        .with_context(|| format!("the device signature for {hex}"))?;
     // data/measurements/<location>/<device>/<point>/<file>: the device level must be the signer.
     let device = file
         .strip_prefix(measurements)
@@ -140,19 +155,19 @@ fn check(
         .and_then(|relative| relative.iter().nth(1))
         .and_then(|device| device.to_str())
         .context("the file is not under <location>/<device>/<point>")?;
-    if !origin
-        .device
-        .split(',')
-        .any(|part| part.trim() == format!("CN={device}"))
-    {
-        anyhow::bail!(
-            "signed by {}, but recorded under device {device}",
-            origin.device
-        );
-    }
+    let tsr = store.join(edgeward_measurement::store::token_path(&closed.digest.0));
+    let tsr =
+        std::fs::read(&tsr).with_context(|| format!("no time-stamp token for digest {hex}"))?;
+    let p7s = store.join(edgeward_measurement::store::signature_path(
+        &closed.digest.0,
+    ));
+    let p7s =
+        std::fs::read(&p7s).with_context(|| format!("no device signature for digest {hex}"))?;
+    let verified = verify_proofs(&closed.digest.0, &tsr, &p7s, anchors, device)
+        .with_context(|| format!("the proofs for {hex}"))?;
     Ok(format!(
         "samples={} digest={hex} tsa_time={} device={device}",
         samples.len(),
-        stamped.gen_time
+        verified.timestamp.gen_time
     ))
 }

@@ -115,13 +115,31 @@ pub async fn attest_once(options: &Options) -> Result<Outcome> {
     }
     // The device key first: it needs the storage root key loaded beside it, and a TPM without a
     // resource manager has three object slots.
-    let device_key = match read_blob(&options.state, "device-key")? {
-        Some(blob) => tpm::load_device_key(&mut context, &blob)
-            .context("the saved device key does not load in this TPM (was the TPM cleared?)")?,
-        None => {
+    let saved = match read_blob(&options.state, "device-key")? {
+        Some(blob) => Some(
+            tpm::load_device_key(&mut context, &blob)
+                .context("the saved device key does not load in this TPM (was the TPM cleared?)")?,
+        ),
+        None => None,
+    };
+    // The key signs only in the boot whose PCRs it is bound to; after an image update (or in
+    // any other boot) it is useless, and a new key gets a new certificate (docs/decisions/0021).
+    let current = tpm::current_device_key_policy(&mut context)?;
+    let device_key = match saved {
+        Some(key) if key.policy == current => key,
+        stale => {
+            if let Some(key) = stale {
+                tracing::warn!(
+                    key_policy = %hex::encode(&key.policy),
+                    boot_policy = %hex::encode(current),
+                    "the saved device key is bound to another boot's PCRs (an image update?): \
+                     making a new one"
+                );
+                key.flush(&mut context);
+            }
             let key = tpm::create_device_key(&mut context)?;
             write_blob(&options.state, "device-key", &key.blob())?;
-            tracing::info!("device key created in the TPM");
+            tracing::info!(pcrs = ?tpm::DEVICE_KEY_PCRS, "device key created in the TPM, bound to this boot");
             key
         }
     };

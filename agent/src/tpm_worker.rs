@@ -35,6 +35,15 @@ impl TpmSigner {
         let cleaned = started.elapsed();
         let key = tpm::load_device_key(&mut context, &blob)
             .context("the device key does not load in this TPM")?;
+        if key.policy != tpm::current_device_key_policy(&mut context)? {
+            key.flush(&mut context);
+            return Err(anyhow!(
+                "the device key in {} is bound to another boot's PCRs {:?} (an image update?): \
+                 run edgeward-agent attest, which makes a new key and gets its certificate",
+                state.display(),
+                tpm::DEVICE_KEY_PCRS
+            ));
+        }
         tracing::info!(
             open_ms = opened.as_millis() as u64,
             flush_ms = (cleaned - opened).as_millis() as u64,

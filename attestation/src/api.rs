@@ -37,21 +37,24 @@ impl From<&crate::credential::EkPublic> for EkKey {
     fn from(key: &crate::credential::EkPublic) -> Self {
         match key {
             crate::credential::EkPublic::Rsa { modulus } => Self::Rsa {
-                modulus: Hex(modulus.clone()),
+                modulus: Hex(modulus.to_vec()),
             },
             crate::credential::EkPublic::Ecc { x, y } => Self::Ecc {
-                x: Hex(x.clone()),
-                y: Hex(y.clone()),
+                x: Hex(x.to_vec()),
+                y: Hex(y.to_vec()),
             },
         }
     }
 }
 
-impl From<EkKey> for crate::credential::EkPublic {
-    fn from(key: EkKey) -> Self {
+impl TryFrom<&EkKey> for crate::credential::EkPublic {
+    type Error = crate::credential::EkKeyError;
+
+    /// Only the canonical encoding is accepted (exact lengths, the point on the curve).
+    fn try_from(key: &EkKey) -> Result<Self, Self::Error> {
         match key {
-            EkKey::Rsa { modulus } => Self::Rsa { modulus: modulus.0 },
-            EkKey::Ecc { x, y } => Self::Ecc { x: x.0, y: y.0 },
+            EkKey::Rsa { modulus } => Self::rsa(&modulus.0),
+            EkKey::Ecc { x, y } => Self::ecc(&x.0, &y.0),
         }
     }
 }
@@ -140,9 +143,21 @@ pub struct Verdict {
     /// Why it was refused, one line per finding; empty when accepted.
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// Every check the policy skipped, by name: nothing passes unchecked without saying so.
+    #[serde(default)]
+    pub skipped: Vec<SkippedCheck>,
     /// Until when (Unix seconds) the verifier issues certificates on this attestation.
     #[serde(default)]
     pub attested_until: Option<u64>,
+}
+
+/// A check an appraisal did not make, because the policy says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedCheck {
+    /// The check's name (`pcr0`, …).
+    pub check: String,
+    /// What was not compared, and which setting says so.
+    pub reason: String,
 }
 
 /// `POST /v1/certify`: the AK's TPM2_Certify of the device key, with a fresh nonce.

@@ -11,25 +11,120 @@ use rsa::{BigUint, Oaep, RsaPublicKey};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-/// The EK's public key, as the verifier needs it for MakeCredential and to match the EK
-/// certificate.
+/// Which endorsement key: the TCG default templates, RSA-2048 (L-1) or ECC NIST P-256 (L-2). A
+/// verifier registers one kind only, so that a TPM carrying certificates for both cannot hold
+/// two identities (docs/decisions/0019).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EkKind {
+    Rsa,
+    Ecc,
+}
+
+impl EkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rsa => "rsa",
+            Self::Ecc => "ecc",
+        }
+    }
+
+    /// What the kind means, for people reading a refusal.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Rsa => "an RSA-2048 EK",
+            Self::Ecc => "an ECC P-256 EK",
+        }
+    }
+}
+
+impl std::fmt::Display for EkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an EK public key sent by a device is refused before anything is computed over it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EkKeyError {
+    #[error(
+        "the RSA EK modulus is {length} bytes; an RSA-2048 EK has exactly 256, as the TPM \
+         reports it (no leading zeros, no padding)"
+    )]
+    ModulusLength { length: usize },
+    #[error("the RSA EK modulus is not 2048 bits (its first byte is {first:#04x})")]
+    ModulusBits { first: u8 },
+    #[error(
+        "the ECC EK's {coordinate} coordinate is {length} bytes; a TPM sends P-256 coordinates \
+         as exactly 32 bytes (TPM 2.0 Part 1, ECC point padding)"
+    )]
+    CoordinateLength {
+        coordinate: &'static str,
+        length: usize,
+    },
+    #[error("the ECC EK is not a point on P-256")]
+    NotOnCurve,
+}
+
+/// The EK's public key in its one canonical form: the RSA-2048 modulus as exactly 256 bytes, or
+/// the P-256 point as two 32-byte coordinates. Everything the verifier does with an EK (the
+/// identity fingerprint, the certificate match, MakeCredential) works on these bytes, so one
+/// EK cannot be presented in two encodings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EkPublic {
-    /// The RSA-2048 modulus (exponent 65537, the template's).
-    Rsa { modulus: Vec<u8> },
-    /// The P-256 point.
-    Ecc { x: Vec<u8>, y: Vec<u8> },
+    /// The RSA-2048 modulus, big-endian (exponent 65537, the template's).
+    Rsa { modulus: Box<[u8; 256]> },
+    /// The P-256 point, big-endian coordinates.
+    Ecc { x: [u8; 32], y: [u8; 32] },
 }
 
 impl EkPublic {
-    /// A stable fingerprint of the key: SHA-256 over its kind and big-endian values. One device
-    /// identity is bound to each.
+    /// An RSA-2048 EK from its modulus as the TPM reports it.
+    pub fn rsa(modulus: &[u8]) -> Result<Self, EkKeyError> {
+        let modulus: [u8; 256] = modulus.try_into().map_err(|_| EkKeyError::ModulusLength {
+            length: modulus.len(),
+        })?;
+        if modulus[0] & 0x80 == 0 {
+            return Err(EkKeyError::ModulusBits { first: modulus[0] });
+        }
+        Ok(Self::Rsa {
+            modulus: Box::new(modulus),
+        })
+    }
+
+    /// A P-256 EK from its coordinates as the TPM reports them; the point must be on the curve.
+    pub fn ecc(x: &[u8], y: &[u8]) -> Result<Self, EkKeyError> {
+        let fixed = |coordinate: &'static str, bytes: &[u8]| -> Result<[u8; 32], EkKeyError> {
+            bytes.try_into().map_err(|_| EkKeyError::CoordinateLength {
+                coordinate,
+                length: bytes.len(),
+            })
+        };
+        let (x, y) = (fixed("x", x)?, fixed("y", y)?);
+        let mut sec1 = [0u8; 65];
+        sec1[0] = 0x04;
+        sec1[1..33].copy_from_slice(&x);
+        sec1[33..].copy_from_slice(&y);
+        p256::PublicKey::from_sec1_bytes(&sec1).map_err(|_| EkKeyError::NotOnCurve)?;
+        Ok(Self::Ecc { x, y })
+    }
+
+    pub fn kind(&self) -> EkKind {
+        match self {
+            Self::Rsa { .. } => EkKind::Rsa,
+            Self::Ecc { .. } => EkKind::Ecc,
+        }
+    }
+
+    /// A stable fingerprint of the key: SHA-256 over its kind and canonical big-endian values.
+    /// One device identity is bound to each.
     pub fn fingerprint(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         match self {
             Self::Rsa { modulus } => {
                 hasher.update(b"rsa");
-                hasher.update(modulus);
+                hasher.update(modulus.as_slice());
             }
             Self::Ecc { x, y } => {
                 hasher.update(b"ecc");
@@ -99,20 +194,6 @@ fn kdfe(z: &[u8], label: &str, party_u: &[u8], party_v: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// An ECC coordinate as the TPM uses it for P-256: exactly 32 bytes, big-endian.
-fn coordinate(bytes: &[u8]) -> Result<[u8; 32], CredentialError> {
-    let significant = &bytes[bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len())..];
-    if significant.len() > 32 {
-        return Err(CredentialError::EkKey(format!(
-            "a {}-byte P-256 coordinate",
-            bytes.len()
-        )));
-    }
-    let mut out = [0u8; 32];
-    out[32 - significant.len()..].copy_from_slice(significant);
-    Ok(out)
-}
-
 /// The seed and its encryption to the EK: RSA-OAEP with label "IDENTITY", or for an ECC EK an
 /// ephemeral ECDH whose public point is the "encrypted" secret (Part 1 Annex B.10.3 / C.6.4).
 fn seed_for(
@@ -121,14 +202,11 @@ fn seed_for(
 ) -> Result<([u8; 32], Vec<u8>), CredentialError> {
     match ek {
         EkPublic::Rsa { modulus } => {
-            let key = RsaPublicKey::new(BigUint::from_bytes_be(modulus), BigUint::from(65_537u32))
-                .map_err(|error| CredentialError::EkKey(error.to_string()))?;
-            if modulus.len() != 256 {
-                return Err(CredentialError::EkKey(format!(
-                    "{}-bit modulus",
-                    modulus.len() * 8
-                )));
-            }
+            let key = RsaPublicKey::new(
+                BigUint::from_bytes_be(modulus.as_slice()),
+                BigUint::from(65_537u32),
+            )
+            .map_err(|error| CredentialError::EkKey(error.to_string()))?;
             let mut seed = [0u8; 32];
             rng.fill_bytes(&mut seed);
             let encrypted = key
@@ -138,10 +216,10 @@ fn seed_for(
         }
         EkPublic::Ecc { x, y } => {
             use p256::elliptic_curve::sec1::ToEncodedPoint;
-            let (ek_x, ek_y) = (coordinate(x)?, coordinate(y)?);
+            let (ek_x, ek_y) = (x, y);
             let mut sec1 = vec![0x04];
-            sec1.extend_from_slice(&ek_x);
-            sec1.extend_from_slice(&ek_y);
+            sec1.extend_from_slice(ek_x);
+            sec1.extend_from_slice(ek_y);
             let ek_point = p256::PublicKey::from_sec1_bytes(&sec1)
                 .map_err(|_| CredentialError::EkKey("not a point on P-256".into()))?;
             let ephemeral = p256::ecdh::EphemeralSecret::random(rng);
@@ -152,7 +230,7 @@ fn seed_for(
                     "ephemeral point at infinity".into(),
                 ));
             };
-            let seed = kdfe(shared.raw_secret_bytes(), "IDENTITY", u_x, &ek_x);
+            let seed = kdfe(shared.raw_secret_bytes(), "IDENTITY", u_x, ek_x);
             // TPMS_ECC_POINT: two TPM2B_ECC_PARAMETERs.
             let mut encrypted = Vec::with_capacity(68);
             for part in [u_x.as_slice(), u_y.as_slice()] {
@@ -232,9 +310,7 @@ mod tests {
     #[test]
     fn refuses_bad_names_and_credentials() {
         let mut rng = rand::rngs::OsRng;
-        let ek = EkPublic::Rsa {
-            modulus: vec![0xC5u8; 256],
-        };
+        let ek = EkPublic::rsa(&[0xC5u8; 256]).expect("a 2048-bit modulus");
         assert_eq!(
             make_credential(&ek, &[0; 10], b"x", &mut rng),
             Err(CredentialError::AkName(10))
@@ -244,14 +320,49 @@ mod tests {
             make_credential(&ek, &name, &[0; 33], &mut rng),
             Err(CredentialError::Credential(33))
         );
+    }
+
+    #[test]
+    fn an_ek_has_one_encoding_only() {
         // A point that is not on the curve is refused before anything is encrypted to it.
-        let off_curve = EkPublic::Ecc {
-            x: vec![1; 32],
-            y: vec![2; 32],
-        };
-        assert!(matches!(
-            make_credential(&off_curve, &name, b"x", &mut rng),
-            Err(CredentialError::EkKey(_))
-        ));
+        assert_eq!(
+            EkPublic::ecc(&[1; 32], &[2; 32]),
+            Err(EkKeyError::NotOnCurve)
+        );
+        // The P-256 generator, as a TPM sends it, and the same point with a leading zero.
+        let x = hex::decode("6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296")
+            .expect("hex");
+        let y = hex::decode("4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")
+            .expect("hex");
+        let canonical = EkPublic::ecc(&x, &y).expect("on the curve");
+        assert_eq!(canonical.kind(), EkKind::Ecc);
+        let padded = [&[0u8][..], &x].concat();
+        assert_eq!(
+            EkPublic::ecc(&padded, &y),
+            Err(EkKeyError::CoordinateLength {
+                coordinate: "x",
+                length: 33
+            })
+        );
+        assert_eq!(
+            EkPublic::ecc(&x[1..], &y),
+            Err(EkKeyError::CoordinateLength {
+                coordinate: "x",
+                length: 31
+            })
+        );
+        let modulus = [0xC5u8; 256];
+        assert!(EkPublic::rsa(&modulus).is_ok());
+        let padded = [&[0u8][..], &modulus].concat();
+        assert_eq!(
+            EkPublic::rsa(&padded),
+            Err(EkKeyError::ModulusLength { length: 257 })
+        );
+        let mut short = modulus;
+        short[0] = 0x00;
+        assert_eq!(
+            EkPublic::rsa(&short),
+            Err(EkKeyError::ModulusBits { first: 0 })
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod api;
 pub mod credential;
 pub mod device_ca;
 pub mod ek_certificate;
+pub mod key_policy;
 pub mod quote;
 pub mod snp;
 pub mod tpm;

@@ -115,14 +115,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The common head of a marshalled `TPMT_PUBLIC`: type, name algorithm, object attributes (the
-/// auth policy is read past).
-fn public_head(reader: &mut Reader<'_>) -> Result<(u16, u16, u32), QuoteError> {
+/// The common head of a marshalled `TPMT_PUBLIC`: type, name algorithm, object attributes and
+/// the authorisation policy digest.
+fn public_head(reader: &mut Reader<'_>) -> Result<(u16, u16, u32, Vec<u8>), QuoteError> {
     let key_type = reader.u16()?;
     let name_alg = reader.u16()?;
     let attributes = reader.u32()?;
-    let _policy = reader.sized()?;
-    Ok((key_type, name_alg, attributes))
+    let policy = reader.sized()?;
+    Ok((key_type, name_alg, attributes, policy))
 }
 
 /// Parses a marshalled `TPMS_ATTEST` (tpm2-tools' `quote.msg`).
@@ -219,18 +219,29 @@ pub fn verify_signature(
     .map_err(|_| QuoteError::BadSignature)
 }
 
-/// Appraises a quote: signature by `ak`, TPM_GENERATED, type quote, `nonce`, the selection of
-/// `expected_pcrs` (SHA-256 bank, PCR index and value, ascending) and the digest of their values.
-/// Returns the parsed structure (for the clock checks).
-pub fn appraise_quote(
+/// Checks that `attest_bytes` were signed by `ak` and carry `nonce`: the structure is the TPM's
+/// own and fresh. Nothing else about it is judged yet; a verifier changes what it knows of a
+/// device only after this passed.
+pub fn authenticate(
     attest_bytes: &[u8],
     signature: &[u8],
     ak: &RsaPublicKey,
     nonce: &[u8],
-    expected_pcrs: &[(u8, [u8; 32])],
 ) -> Result<Attest, QuoteError> {
     verify_signature(attest_bytes, signature, ak)?;
     let attest = parse_attest(attest_bytes)?;
+    if attest.extra_data != nonce {
+        return Err(QuoteError::NonceMismatch {
+            expected: hex::encode(nonce),
+            found: hex::encode(&attest.extra_data),
+        });
+    }
+    Ok(attest)
+}
+
+/// Checks an authenticated structure is a quote of `expected_pcrs` (SHA-256 bank, PCR index and
+/// value, ascending): the selection and the digest of their values.
+pub fn check_quote(attest: &Attest, expected_pcrs: &[(u8, [u8; 32])]) -> Result<(), QuoteError> {
     let Attested::Quote {
         selection,
         pcr_digest,
@@ -241,12 +252,6 @@ pub fn appraise_quote(
             found: attest.attest_type,
         });
     };
-    if attest.extra_data != nonce {
-        return Err(QuoteError::NonceMismatch {
-            expected: hex::encode(nonce),
-            found: hex::encode(&attest.extra_data),
-        });
-    }
     let expected: Vec<u8> = expected_pcrs.iter().map(|(pcr, _)| *pcr).collect();
     match &selection[..] {
         [(ALG_SHA256, quoted)] if *quoted == expected => {}
@@ -259,17 +264,28 @@ pub fn appraise_quote(
             });
         }
     }
-    let mut hasher = Sha256::new();
-    for (_, value) in expected_pcrs {
-        hasher.update(value);
-    }
-    let digest = hasher.finalize();
+    let digest = pcr_digest_of(expected_pcrs.iter().map(|(_, value)| value.as_slice()));
     if digest.as_slice() != pcr_digest.as_slice() {
         return Err(QuoteError::PcrDigestMismatch {
             quoted: hex::encode(pcr_digest),
             expected: hex::encode(digest),
         });
     }
+    Ok(())
+}
+
+/// Appraises a quote: signature by `ak`, TPM_GENERATED, type quote, `nonce`, the selection of
+/// `expected_pcrs` and the digest of their values ([`authenticate`], then [`check_quote`]).
+/// Returns the parsed structure (for the clock checks).
+pub fn appraise_quote(
+    attest_bytes: &[u8],
+    signature: &[u8],
+    ak: &RsaPublicKey,
+    nonce: &[u8],
+    expected_pcrs: &[(u8, [u8; 32])],
+) -> Result<Attest, QuoteError> {
+    let attest = authenticate(attest_bytes, signature, ak, nonce)?;
+    check_quote(&attest, expected_pcrs)?;
     Ok(attest)
 }
 
@@ -278,6 +294,7 @@ mod attribute {
     pub const FIXED_TPM: u32 = 1 << 1;
     pub const FIXED_PARENT: u32 = 1 << 4;
     pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
+    pub const USER_WITH_AUTH: u32 = 1 << 6;
     pub const RESTRICTED: u32 = 1 << 16;
     pub const DECRYPT: u32 = 1 << 17;
     pub const SIGN: u32 = 1 << 18;
@@ -330,25 +347,20 @@ pub enum DeviceKeyError {
     NameMismatch,
 }
 
-/// The device key's public point, once certified.
+/// The device key, once certified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertifiedKey {
     pub x: Vec<u8>,
     pub y: Vec<u8>,
+    /// The key's authorisation policy digest: what the TPM requires before it signs with it.
+    pub auth_policy: Vec<u8>,
 }
 
-/// Checks a device key: its public area (`TPMT_PUBLIC`) says ECC P-256 ECDSA-SHA256, fixedTPM,
-/// fixedParent, TPM-generated, sign only; and the AK certified exactly this key (its name) with
-/// the verifier's nonce.
-pub fn appraise_certify(
-    public: &[u8],
-    attest_bytes: &[u8],
-    signature: &[u8],
-    ak: &RsaPublicKey,
-    nonce: &[u8],
-) -> Result<CertifiedKey, DeviceKeyError> {
-    verify_signature(attest_bytes, signature, ak)?;
-    let attest = parse_attest(attest_bytes)?;
+/// Checks a device key against an authenticated TPM2_Certify: its public area (`TPMT_PUBLIC`)
+/// says ECC P-256 ECDSA-SHA256, fixedTPM, fixedParent, TPM-generated, sign only, usable only
+/// through its policy (userWithAuth clear: no password opens it); and the AK certified exactly
+/// this key (its name). What the policy must be is the caller's to judge.
+pub fn check_certify(public: &[u8], attest: &Attest) -> Result<CertifiedKey, DeviceKeyError> {
     let Attested::Certify { name, .. } = &attest.attested else {
         return Err(QuoteError::WrongType {
             expected: ST_ATTEST_CERTIFY,
@@ -356,13 +368,6 @@ pub fn appraise_certify(
         }
         .into());
     };
-    if attest.extra_data != nonce {
-        return Err(QuoteError::NonceMismatch {
-            expected: hex::encode(nonce),
-            found: hex::encode(&attest.extra_data),
-        }
-        .into());
-    }
     let mut expected_name = vec![0x00, 0x0B];
     expected_name.extend_from_slice(&Sha256::digest(public));
     if *name != expected_name {
@@ -373,7 +378,7 @@ pub fn appraise_certify(
         position: 0,
     };
     let malformed = |reader: &Reader<'_>| DeviceKeyError::Malformed(reader.position);
-    let (key_type, name_alg, attributes) =
+    let (key_type, name_alg, attributes, auth_policy) =
         public_head(&mut reader).map_err(|_| malformed(&reader))?;
     // TPM_ALG_ECC, then symmetric NULL, scheme ECDSA with SHA-256, curve NIST P-256, KDF NULL.
     let symmetric = reader.u16().map_err(|_| malformed(&reader))?;
@@ -403,7 +408,28 @@ pub fn appraise_certify(
         attributes,
         missing,
     })?;
-    Ok(CertifiedKey { x, y })
+    if attributes & attribute::USER_WITH_AUTH != 0 {
+        return Err(DeviceKeyError::Attributes {
+            attributes,
+            missing: "the absence of userWithAuth (the key would sign for anyone with its \
+                      empty password, in any boot)",
+        });
+    }
+    Ok(CertifiedKey { x, y, auth_policy })
+}
+
+/// Checks a device key: the AK's signature over TPM2_Certify with `nonce` ([`authenticate`]),
+/// then [`check_certify`]. Returns the key and the certification's structure (its clock).
+pub fn appraise_certify(
+    public: &[u8],
+    attest_bytes: &[u8],
+    signature: &[u8],
+    ak: &RsaPublicKey,
+    nonce: &[u8],
+) -> Result<(CertifiedKey, Attest), DeviceKeyError> {
+    let attest = authenticate(attest_bytes, signature, ak, nonce)?;
+    let key = check_certify(public, &attest)?;
+    Ok((key, attest))
 }
 
 /// Why an AK's public area was refused.
@@ -440,7 +466,7 @@ pub fn parse_ak_public(public: &[u8]) -> Result<AkPublic, AkError> {
         position: 0,
     };
     let malformed = |reader: &Reader<'_>| AkError::Malformed(reader.position);
-    let (key_type, name_alg, attributes) =
+    let (key_type, name_alg, attributes, _policy) =
         public_head(&mut reader).map_err(|_| malformed(&reader))?;
     // TPMS_RSA_PARMS: symmetric NULL, scheme RSASSA with SHA-256, 2048 bits, exponent.
     let symmetric = reader.u16().map_err(|_| malformed(&reader))?;
@@ -475,6 +501,10 @@ pub fn parse_ak_public(public: &[u8]) -> Result<AkPublic, AkError> {
 
 /// The SHA-256 digest of PCR values in selection order: what a quote's `pcrDigest` holds.
 pub fn pcr_digest<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    pcr_digest_of(values)
+}
+
+fn pcr_digest_of<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
     let mut hasher = Sha256::new();
     for value in values {
         hasher.update(value);

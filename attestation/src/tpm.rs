@@ -14,7 +14,9 @@ use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
 use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::structures::{Data, PcrSelectionListBuilder, PcrSlot, Public, SignatureScheme};
+use tss_esapi::structures::{
+    Data, PcrSelectionListBuilder, PcrSlot, Public, PublicBuilder, SignatureScheme,
+};
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
@@ -285,12 +287,7 @@ mod tests {
     }
 }
 
-/// Which endorsement key to use: the TCG default templates, RSA-2048 or ECC NIST P-256.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EkKind {
-    Rsa,
-    Ecc,
-}
+pub use crate::credential::EkKind;
 
 impl EkKind {
     /// The NV index where manufacturers (and swtpm_setup) store this EK's certificate.
@@ -350,27 +347,31 @@ impl AttestationKeys {
     pub fn flush(self, context: &mut Context) {
         flush(context, &[self.ak, self.ek]);
     }
-
-    /// The EK's RSA modulus, when it is an RSA EK.
-    pub fn ek_modulus(&self) -> Option<&[u8]> {
-        match &self.ek_public {
-            EkPublic::Rsa { modulus } => Some(modulus),
-            EkPublic::Ecc { .. } => None,
-        }
-    }
 }
 
 fn ek_public(context: &mut Context, ek: KeyHandle) -> Result<EkPublic, TpmError> {
     let (public, _, _) = tpm("EK read", context.read_public(ek))?;
     match &public {
-        Public::Rsa { unique, .. } => Ok(EkPublic::Rsa {
-            modulus: unique.value().to_vec(),
-        }),
-        Public::Ecc { unique, .. } => Ok(EkPublic::Ecc {
-            x: unique.x().value().to_vec(),
-            y: unique.y().value().to_vec(),
-        }),
+        Public::Rsa { unique, .. } => EkPublic::rsa(unique.value())
+            .map_err(|error| TpmError::PublicKey(format!("the TPM's EK: {error}"))),
+        Public::Ecc { unique, .. } => EkPublic::ecc(unique.x().value(), unique.y().value())
+            .map_err(|error| TpmError::PublicKey(format!("the TPM's EK: {error}"))),
         _ => Err(TpmError::PublicKey("the EK is neither RSA nor ECC".into())),
+    }
+}
+
+/// The agent's keys (AK, storage root key, device key) have an empty auth value: dictionary-attack
+/// protection guards nothing for them and would only count against them every unorderly
+/// shutdown (TPM 2.0 Part 1, DA and non-orderly shutdown), so that a few power cuts would lock
+/// the appliance out of its own keys. They are made with noDA.
+struct NoDictionaryAttackLockout;
+
+impl tss_esapi::abstraction::KeyCustomization for NoDictionaryAttackLockout {
+    fn attributes(
+        &self,
+        attributes: tss_esapi::attributes::ObjectAttributesBuilder,
+    ) -> tss_esapi::attributes::ObjectAttributesBuilder {
+        attributes.with_no_da(true)
     }
 }
 
@@ -421,7 +422,7 @@ fn attestation_keys(
                         AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
                         SignatureSchemeAlgorithm::RsaSsa,
                         None,
-                        None,
+                        NoDictionaryAttackLockout,
                     ),
                 )?;
                 (created.out_public, created.out_private)
@@ -460,30 +461,47 @@ fn attestation_keys(
     result
 }
 
-/// Flushes transient objects a crashed process left loaded. A TPM reached without a resource
-/// manager (swtpm over TCP, /dev/tpm0) keeps them until it resets, and has only a few slots;
-/// through /dev/tpmrm0 this finds nothing. Returns how many were flushed.
+/// Flushes transient objects and sessions a crashed process left loaded. A TPM reached without
+/// a resource manager (swtpm over TCP, /dev/tpm0) keeps them until it resets, and has only a
+/// few slots (swtpm: three objects, three sessions), so an agent killed while it signed would
+/// otherwise lock the next one out; through /dev/tpmrm0 this finds nothing. Returns how many
+/// were flushed.
 pub fn flush_leftover_objects(context: &mut Context) -> Result<usize, TpmError> {
     use tss_esapi::constants::CapabilityType;
     use tss_esapi::handles::TpmHandle;
     use tss_esapi::structures::CapabilityData;
+    use tss_esapi::WrapperErrorKind;
     const TRANSIENT_FIRST: u32 = 0x8000_0000;
-    let (data, _) = tpm(
-        "listing loaded objects",
-        context.get_capability(CapabilityType::Handles, TRANSIENT_FIRST, 64),
-    )?;
-    let CapabilityData::Handles(handles) = data else {
-        return Ok(0);
-    };
+    // TPM_HT_LOADED_SESSION: the HMAC and policy sessions loaded now.
+    const LOADED_SESSION_FIRST: u32 = 0x0200_0000;
     let mut flushed = 0;
-    for handle in handles.into_inner() {
-        if !matches!(handle, TpmHandle::Transient(_)) {
+    for first in [TRANSIENT_FIRST, LOADED_SESSION_FIRST] {
+        let (data, _) = tpm(
+            "listing loaded objects and sessions",
+            context.get_capability(CapabilityType::Handles, first, 64),
+        )?;
+        let CapabilityData::Handles(handles) = data else {
             continue;
-        }
-        let object = context.execute_without_session(|context| context.tr_from_tpm_public(handle));
-        if let Ok(object) = object {
-            if context.flush_context(object).is_ok() {
-                flushed += 1;
+        };
+        for handle in handles.into_inner() {
+            let leftover = matches!(
+                handle,
+                TpmHandle::Transient(_) | TpmHandle::HmacSession(_) | TpmHandle::PolicySession(_)
+            );
+            if !leftover {
+                continue;
+            }
+            let object =
+                context.execute_without_session(|context| context.tr_from_tpm_public(handle));
+            let Ok(object) = object else { continue };
+            match context.flush_context(object) {
+                Ok(()) => flushed += 1,
+                // The TPM flushed it; tss-esapi's own bookkeeping does not know a session
+                // handle it did not start and says so afterwards.
+                Err(tss_esapi::Error::WrapperError(WrapperErrorKind::InvalidHandleState)) => {
+                    flushed += 1
+                }
+                Err(_) => {}
             }
         }
     }
@@ -572,26 +590,28 @@ pub fn read_ek_certificate(context: &mut Context, kind: EkKind) -> Result<Vec<u8
 }
 
 /// The device key: an ECC P-256 signing key made in the TPM (fixedTPM, fixedParent, sign only),
-/// under a storage root key in the owner hierarchy. Its private part never leaves the TPM
+/// under a storage root key in the owner hierarchy, usable only through its PCR policy (no
+/// userWithAuth): the TPM signs with it only while PCRs [`DEVICE_KEY_PCRS`] hold the values
+/// they had when it was made ([`crate::key_policy`]). Its private part never leaves the TPM
 /// unencrypted; `private` is the TPM-wrapped blob that reloads it after a restart.
 #[derive(Debug)]
 pub struct DeviceKey {
     /// The loaded key (its parent is flushed once it is loaded: a loaded key signs without it,
     /// and TPMs have few object slots).
     pub key: KeyHandle,
-    /// Marshalled `TPMT_PUBLIC`, what the verifier checks the attributes of.
+    /// Marshalled `TPMT_PUBLIC`, what the verifier checks the attributes and policy of.
     pub public: Vec<u8>,
     /// The `TPM2B_PRIVATE` buffer, wrapped by the SRK.
     pub private: Vec<u8>,
+    /// The key's authPolicy: [`pcr_policy_digest`] of the PCRs it was made in.
+    pub policy: Vec<u8>,
 }
 
 impl DeviceKey {
     pub fn flush(self, context: &mut Context) {
         flush(context, &[self.key]);
     }
-}
 
-impl DeviceKey {
     /// The key as a blob, to reload it after a restart.
     pub fn blob(&self) -> KeyBlob {
         KeyBlob {
@@ -601,41 +621,99 @@ impl DeviceKey {
     }
 }
 
-/// Creates the storage root key and the device key under it, and loads the device key. Needs
-/// two free object slots (a TPM without a resource manager has three: create the device key
-/// before loading the EK and AK).
+use crate::key_policy::pcr_policy_digest;
+pub use crate::key_policy::DEVICE_KEY_PCRS;
+
+/// The PCRs the device key is bound to, read now: (index, SHA-256 value), ascending.
+pub fn device_key_pcr_values(context: &mut Context) -> Result<Vec<(u8, [u8; 32])>, TpmError> {
+    let selection = PcrSelection {
+        bank: HashingAlgorithm::Sha256,
+        pcrs: DEVICE_KEY_PCRS.to_vec(),
+    };
+    let values = read_pcrs(context, &selection)?;
+    DEVICE_KEY_PCRS
+        .iter()
+        .zip(values)
+        .map(|(pcr, value)| {
+            <[u8; 32]>::try_from(value.as_slice())
+                .map(|value| (*pcr, value))
+                .map_err(|_| TpmError::Unexpected(format!("PCR {pcr} is not a SHA-256 value")))
+        })
+        .collect()
+}
+
+/// The policy a device key made now would have: whether a saved key still works in this boot.
+pub fn current_device_key_policy(context: &mut Context) -> Result<[u8; 32], TpmError> {
+    Ok(pcr_policy_digest(&device_key_pcr_values(context)?))
+}
+
+/// Creates the storage root key and the device key under it, bound to the PCRs as they are now,
+/// and loads the device key. Needs two free object slots (a TPM without a resource manager has
+/// three: create the device key before loading the EK and AK).
 pub fn create_device_key(context: &mut Context) -> Result<DeviceKey, TpmError> {
     device_key(context, None)
 }
 
 /// Loads a device key saved from [`create_device_key`] (the storage root key is derived from
-/// the owner seed, so it is the same after a restart).
+/// the owner seed, so it is the same after a restart). It loads in any boot, but signs only in
+/// one whose PCRs match its policy.
 pub fn load_device_key(context: &mut Context, saved: &KeyBlob) -> Result<DeviceKey, TpmError> {
     device_key(context, Some(saved))
 }
 
-/// The device key's commands authorise with the empty password (TPM_RS_PW), not an HMAC
-/// session: a password needs no session slot, so an agent killed mid-command leaves none behind
-/// in a TPM without a resource manager (swtpm over TCP has three).
+/// The storage root key: the TCG template's RSA-2048 restricted decryption key (as
+/// `create_restricted_decryption_rsa_public` makes it) with noDA, see
+/// [`NoDictionaryAttackLockout`]. The SRK is derived from the owner seed and the template, so the
+/// same template gives the same key after every restart.
+pub fn storage_root_template() -> tss_esapi::Result<Public> {
+    use tss_esapi::attributes::ObjectAttributesBuilder;
+    use tss_esapi::interface_types::algorithm::PublicAlgorithm;
+    use tss_esapi::structures::{
+        PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, SymmetricDefinitionObject,
+    };
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_no_da(true)
+        .with_decrypt(true)
+        .with_sign_encrypt(false)
+        .with_restricted(true)
+        .build()?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_rsa_parameters(
+            PublicRsaParametersBuilder::new()
+                .with_symmetric(SymmetricDefinitionObject::AES_128_CFB)
+                .with_scheme(RsaScheme::Null)
+                .with_key_bits(RsaKeyBits::Rsa2048)
+                .with_exponent(RsaExponent::default())
+                .with_is_signing_key(false)
+                .with_is_decryption_key(true)
+                .with_restricted(true)
+                .build()?,
+        )
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+}
+
+/// The device key's commands authorise with its PCR policy (sign) or the empty password
+/// (load, certify), never an HMAC session: fewer sessions to leak in a TPM without a resource
+/// manager (swtpm over TCP has three) when an agent is killed mid-command.
 fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKey, TpmError> {
+    use tss_esapi::attributes::ObjectAttributesBuilder;
+    use tss_esapi::interface_types::algorithm::PublicAlgorithm;
     use tss_esapi::interface_types::ecc::EccCurve;
     use tss_esapi::interface_types::resource_handles::Hierarchy;
     use tss_esapi::structures::{
-        EccScheme, HashScheme, Private, RsaExponent, SymmetricDefinitionObject,
+        Digest, EccPoint, EccScheme, HashScheme, Private, PublicEccParametersBuilder,
     };
     use tss_esapi::traits::UnMarshall;
-    use tss_esapi::utils::{
-        create_restricted_decryption_rsa_public, create_unrestricted_signing_ecc_public,
-    };
 
-    let srk_public = tpm(
-        "SRK template",
-        create_restricted_decryption_rsa_public(
-            SymmetricDefinitionObject::AES_128_CFB,
-            RsaKeyBits::Rsa2048,
-            RsaExponent::default(),
-        ),
-    )?;
+    let srk_public = tpm("SRK template", storage_root_template())?;
     let srk = tpm(
         "SRK creation",
         context.execute_with_session(
@@ -654,12 +732,39 @@ fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKe
                 )?,
             ),
             None => {
-                let key_public = tpm(
-                    "device key template",
-                    create_unrestricted_signing_ecc_public(
+                let policy = current_device_key_policy(context)?;
+                let attributes = tpm(
+                    "device key attributes",
+                    ObjectAttributesBuilder::new()
+                        .with_fixed_tpm(true)
+                        .with_fixed_parent(true)
+                        .with_sensitive_data_origin(true)
+                        // No password opens it: only its policy (the PCRs of this boot).
+                        .with_user_with_auth(false)
+                        .with_no_da(true)
+                        .with_decrypt(false)
+                        .with_sign_encrypt(true)
+                        .with_restricted(false)
+                        .build(),
+                )?;
+                let parameters = tpm(
+                    "device key parameters",
+                    PublicEccParametersBuilder::new_unrestricted_signing_key(
                         EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
                         EccCurve::NistP256,
-                    ),
+                    )
+                    .build(),
+                )?;
+                let key_public = tpm(
+                    "device key template",
+                    PublicBuilder::new()
+                        .with_public_algorithm(PublicAlgorithm::Ecc)
+                        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+                        .with_object_attributes(attributes)
+                        .with_auth_policy(tpm("policy digest", Digest::try_from(policy.to_vec()))?)
+                        .with_ecc_parameters(parameters)
+                        .with_ecc_unique_identifier(EccPoint::default())
+                        .build(),
                 )?;
                 let created = tpm(
                     "device key creation",
@@ -669,6 +774,14 @@ fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKe
                     ),
                 )?;
                 (created.out_public, created.out_private)
+            }
+        };
+        let policy = match &public {
+            Public::Ecc { auth_policy, .. } => auth_policy.value().to_vec(),
+            _ => {
+                return Err(TpmError::Unexpected(
+                    "the device key blob is not an ECC key".into(),
+                ))
             }
         };
         let marshalled = tpm("marshalling the device key", public.marshall())?;
@@ -684,6 +797,7 @@ fn device_key(context: &mut Context, saved: Option<&KeyBlob>) -> Result<DeviceKe
             key,
             public: marshalled,
             private: private_bytes,
+            policy,
         })
     })();
     flush(context, &[srk]);
@@ -746,14 +860,20 @@ pub fn extend_pcrs(context: &mut Context, extends: &[(u8, [u8; 32])]) -> Result<
 
 /// Signs a SHA-256 digest with the device key (ECDSA P-256 in the TPM) and returns the
 /// signature as DER `Ecdsa-Sig-Value`, what CMS and TLS carry. The digest is computed outside
-/// the TPM, so the null hash-check ticket is enough: the key is not restricted.
+/// the TPM, so the null hash-check ticket is enough: the key is not restricted. The key's
+/// policy is satisfied in a policy session (TPM2_PolicyPCR over its PCRs), which the TPM
+/// refuses when the PCRs are not those the key was made in: then this fails with
+/// [`TpmError::Tpm`] on "sign" (TPM_RC_POLICY_FAIL).
 pub fn sign_digest(
     context: &mut Context,
     key: &DeviceKey,
     digest: &[u8; 32],
 ) -> Result<Vec<u8>, TpmError> {
     use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
-    use tss_esapi::structures::{Digest, Signature};
+    use tss_esapi::constants::SessionType;
+    use tss_esapi::handles::SessionHandle;
+    use tss_esapi::interface_types::session_handles::PolicySession;
+    use tss_esapi::structures::{Digest, Signature, SymmetricDefinition};
     use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
     let validation = tpm(
         "null hash-check ticket",
@@ -765,13 +885,46 @@ pub fn sign_digest(
         .try_into(),
     )?;
     let digest = tpm("digest", Digest::try_from(digest.to_vec()))?;
-    let signature = tpm(
-        "sign",
-        context.execute_with_session(
-            Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
-            |context| context.sign(key.key, digest, SignatureScheme::Null, validation),
-        ),
+    let slots: Vec<PcrSlot> = DEVICE_KEY_PCRS
+        .iter()
+        .filter_map(|pcr| slot(*pcr))
+        .collect();
+    let pcrs = tpm(
+        "PCR selection",
+        PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build(),
     )?;
+    let session = tpm(
+        "policy session",
+        context.start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Policy,
+            SymmetricDefinition::Null,
+            HashingAlgorithm::Sha256,
+        ),
+    )?
+    .ok_or_else(|| TpmError::Unexpected("the TPM returned no session".into()))?;
+    let signature = (|| {
+        let policy = tpm("policy session", PolicySession::try_from(session))?;
+        tpm(
+            "PolicyPCR",
+            context.execute_without_session(|context| {
+                context.policy_pcr(policy, Digest::default(), pcrs)
+            }),
+        )?;
+        tpm(
+            "sign",
+            context.execute_with_session(Some(session), |context| {
+                context.sign(key.key, digest, SignatureScheme::Null, validation)
+            }),
+        )
+    })();
+    // The session is used up by the sign (continueSession clear), or must go on failure.
+    let _ = context.flush_context(SessionHandle::from(session).into());
+    let signature = signature?;
     let Signature::EcDsa(signature) = signature else {
         return Err(TpmError::Unexpected(
             "the device key answered with a non-ECDSA signature".into(),

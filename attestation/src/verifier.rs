@@ -1,18 +1,24 @@
 //! The verifier's decisions, without I/O: registration (EK certificate chain, one identity per
-//! EK, the credential challenge), activation, single-use nonces, the appraisal of an attestation
-//! (quote, event-log replay, TPM counters, released manifests, platform PCRs) and certification
-//! of the device key. The service feeds it requests, the time and randomness, and stores the
+//! TPM, the credential challenge), activation, single-use nonces, the appraisal of an
+//! attestation (quote, event-log replay, TPM counters, released manifests, platform PCRs, with
+//! every check that is skipped named) and certification of the device key in the boot that was
+//! attested. The service feeds it requests, the time and randomness, and stores the
 //! [`DeviceRecord`]s it returns.
+//!
+//! Nothing a client sends changes what the verifier knows of a device until the device's AK
+//! has signed it over a nonce of this verifier: an unauthenticated request is refused and leaves
+//! no trace.
 //!
 //! Each refusal says what differs and what to do, because the person reading it is an operator
 //! looking at a substation that stopped delivering data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
 use edgeward_bootchain::manifest::{find_match, ReferenceValues};
+use hmac::{Hmac, Mac};
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -20,12 +26,15 @@ use thiserror::Error;
 
 use crate::api::{
     ActivateRequest, AttestRequest, CertifyRequest, CertifyResponse, EkKey, Hex, RegisterRequest,
-    RegisterResponse, Verdict,
+    RegisterResponse, SkippedCheck, Verdict,
 };
-use crate::credential::{make_credential, EkPublic};
+use crate::credential::{make_credential, EkKind, EkPublic};
 use crate::device_ca::DeviceCa;
-use crate::ek_certificate::verify_ek_certificate;
-use crate::quote::{appraise_certify, appraise_quote, parse_ak_public, pcr_digest, QuoteError};
+use crate::ek_certificate::{verify_ek_certificate, EkRoots};
+use crate::key_policy::{pcr_policy_digest, DEVICE_KEY_PCRS};
+use crate::quote::{
+    authenticate, check_certify, check_quote, parse_ak_public, pcr_digest, Attest, QuoteError,
+};
 
 /// A device identity: the CN of its certificates, its MQTT username and the ACL identity, so it
 /// is restricted to what is safe in all three and in a file name: 1-64 of `a-z 0-9 - _ .`,
@@ -127,6 +136,17 @@ pub enum Refusal {
     EkTaken { device: String, ek: String },
     #[error("the EK certificate is not trusted: {0}")]
     EkCertificate(String),
+    #[error("the EK is refused: {0}")]
+    EkKey(String),
+    #[error(
+        "this verifier registers {configured} only (ek_kind = \"{configured_name}\" in \
+         verifier.toml), the device presented {presented}: attest with --ek {configured_name}"
+    )]
+    EkKind {
+        configured: &'static str,
+        configured_name: &'static str,
+        presented: &'static str,
+    },
     #[error("the AK is not acceptable: {0}")]
     Ak(String),
     #[error("the activation secret is wrong or expired: the AK is not in the TPM that holds the EK, or the challenge was for another registration")]
@@ -141,8 +161,8 @@ pub enum Refusal {
     AttestationRequired { device: String, why: String },
     #[error("the device key is not acceptable: {0}")]
     DeviceKey(String),
-    #[error("too many outstanding nonces; retry shortly")]
-    Busy,
+    #[error("too many attestations at once: {0}; retry shortly")]
+    Busy(String),
     #[error("the device CA could not issue the certificate: {0}")]
     Ca(String),
 }
@@ -157,6 +177,8 @@ impl Refusal {
             Self::IdentityTaken { .. } => "identity_taken",
             Self::EkTaken { .. } => "ek_taken",
             Self::EkCertificate(_) => "ek_certificate",
+            Self::EkKey(_) => "ek_key",
+            Self::EkKind { .. } => "ek_kind",
             Self::Ak(_) => "ak",
             Self::Activation => "activation",
             Self::NotActivated(_) => "not_activated",
@@ -164,7 +186,7 @@ impl Refusal {
             Self::Attestation(_) => "attestation",
             Self::AttestationRequired { .. } => "attestation_required",
             Self::DeviceKey(_) => "device_key",
-            Self::Busy => "busy",
+            Self::Busy(_) => "busy",
             Self::Ca(_) => "ca",
         }
     }
@@ -175,7 +197,7 @@ impl Refusal {
             Self::BadRequest(_) => 400,
             Self::UnknownDevice(_) => 404,
             Self::IdentityTaken { .. } | Self::EkTaken { .. } => 409,
-            Self::Busy => 503,
+            Self::Busy(_) => 503,
             Self::Ca(_) => 500,
             _ => 403,
         }
@@ -193,17 +215,21 @@ impl Refusal {
 /// What the verifier accepts, from its configuration.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// Manufacturer roots for EK certificates (DER).
-    pub ek_roots: Vec<Vec<u8>>,
+    /// The one EK kind this fleet registers (a TPM may carry both).
+    pub ek_kind: EkKind,
+    /// Manufacturer roots for EK certificates (DER), and the documented exceptions among them.
+    pub ek_roots: EkRoots,
     /// Intermediates the verifier knows of (DER), in addition to those devices send.
     pub ek_intermediates: Vec<Vec<u8>>,
     /// The released images, verified with the release key.
     pub manifests: Vec<ReferenceValues>,
     /// The SHA-256 PCRs every quote covers.
     pub pcrs: Vec<u8>,
-    /// Accepted values of PCRs the image cannot predict (firmware, platform), per PCR; a PCR
-    /// not listed here is checked only for matching the event log.
+    /// Accepted values of PCRs the image cannot predict (firmware, platform), per PCR.
     pub platform_pcrs: BTreeMap<u32, Vec<[u8; 32]>>,
+    /// Quoted PCRs checked only for matching the event log (the quote and the log agree, but
+    /// no reference value is compared): each appraisal names them as skipped.
+    pub log_only_pcrs: BTreeSet<u8>,
     /// How long an accepted attestation lets the device get certificates.
     pub attestation_validity: Duration,
     pub certificate_validity: Duration,
@@ -215,18 +241,90 @@ pub struct Policy {
 impl Policy {
     /// The defaults a verifier starts from: PCRs 0-7 (firmware, Secure Boot, the UKI), 9 and 11
     /// (what the kernel got and the UKI's contents), 12 and 13 (must stay zero); attestation
-    /// good for an hour, certificates for a day.
-    pub fn new(ek_roots: Vec<Vec<u8>>, manifests: Vec<ReferenceValues>) -> Self {
+    /// good for an hour, certificates for a day. No PCR is log-only until the configuration
+    /// says so, so [`Policy::check`] refuses the defaults until each quoted PCR has a reference.
+    pub fn new(ek_kind: EkKind, ek_roots: EkRoots, manifests: Vec<ReferenceValues>) -> Self {
         Self {
+            ek_kind,
             ek_roots,
             ek_intermediates: Vec::new(),
             manifests,
             pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13],
             platform_pcrs: BTreeMap::new(),
+            log_only_pcrs: BTreeSet::new(),
             attestation_validity: Duration::from_secs(3600),
             certificate_validity: Duration::from_secs(24 * 3600),
             nonce_lifetime: Duration::from_secs(120),
             activation_lifetime: Duration::from_secs(300),
+        }
+    }
+
+    /// Whether anything would pass by omission: every released manifest predicts only quoted
+    /// PCRs, and every quoted PCR is, for every manifest, either predicted by it, listed with
+    /// accepted values, or listed as log-only; the device key's PCRs are quoted. Returns every
+    /// problem found, one line each.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let quoted: BTreeSet<u32> = self.pcrs.iter().map(|pcr| u32::from(*pcr)).collect();
+        if quoted.is_empty() {
+            problems.push("pcrs is empty: the quote would cover nothing".into());
+        }
+        if self.manifests.is_empty() {
+            problems.push("no image manifest is released: no device could attest".into());
+        }
+        for manifest in &self.manifests {
+            for pcr in manifest.pcrs.keys() {
+                if !quoted.contains(pcr) {
+                    problems.push(format!(
+                        "{} predicts PCR {pcr}, which pcrs does not quote: its value would be \
+                         taken from the device's own log; add {pcr} to pcrs",
+                        manifest.label()
+                    ));
+                }
+            }
+            for pcr in &quoted {
+                let known = manifest.pcrs.contains_key(pcr)
+                    || self.platform_pcrs.contains_key(pcr)
+                    || u8::try_from(*pcr).is_ok_and(|pcr| self.log_only_pcrs.contains(&pcr));
+                if !known {
+                    problems.push(format!(
+                        "PCR {pcr} is quoted but {} does not predict it, platform_pcrs lists \
+                         no values for it and log_only_pcrs does not name it: say which",
+                        manifest.label()
+                    ));
+                }
+            }
+        }
+        for pcr in self.platform_pcrs.keys() {
+            if !quoted.contains(pcr) {
+                problems.push(format!(
+                    "platform_pcrs lists PCR {pcr}, which pcrs does not quote"
+                ));
+            }
+            if u8::try_from(*pcr).is_ok_and(|pcr| self.log_only_pcrs.contains(&pcr)) {
+                problems.push(format!(
+                    "PCR {pcr} is both in platform_pcrs and in log_only_pcrs"
+                ));
+            }
+        }
+        for pcr in &self.log_only_pcrs {
+            if !self.pcrs.contains(pcr) {
+                problems.push(format!(
+                    "log_only_pcrs lists PCR {pcr}, which pcrs does not quote"
+                ));
+            }
+        }
+        for pcr in DEVICE_KEY_PCRS {
+            if !self.pcrs.contains(&pcr) {
+                problems.push(format!(
+                    "pcrs must quote PCR {pcr}: the device key is bound to PCRs {DEVICE_KEY_PCRS:?}"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
         }
     }
 }
@@ -238,10 +336,32 @@ pub struct Counters {
     pub clock: u64,
     pub reset_count: u32,
     pub restart_count: u32,
+    /// TPMS_CLOCK_INFO.safe: no greater clock was reported before. A TPM says NO after a power
+    /// cut made its clock fall back to the value it last saved.
+    #[serde(default = "safe_by_default")]
+    pub safe: bool,
+}
+
+fn safe_by_default() -> bool {
+    true
+}
+
+impl Counters {
+    pub fn of(clock: &crate::quote::ClockInfo) -> Self {
+        Self {
+            clock: clock.clock,
+            reset_count: clock.reset_count,
+            restart_count: clock.restart_count,
+            safe: clock.safe,
+        }
+    }
 }
 
 /// Checks that `now` does not go back from `last`: the reset count never decreases; within one
-/// reset the restart count never decreases; the clock never decreases.
+/// reset the restart count never decreases; within one boot (same reset and restart) the clock
+/// never decreases. Across a reboot the clock may fall back (a power cut loses what the TPM had
+/// not saved), but only when the TPM says so: `safe` is NO (TPM 2.0 Part 2, TPMS_CLOCK_INFO). A
+/// rolled-back TPM state shows a lower clock as safe, or lower counters.
 pub fn check_counters(last: &Counters, now: &Counters) -> Result<(), String> {
     if now.reset_count < last.reset_count {
         return Err(format!(
@@ -249,17 +369,28 @@ pub fn check_counters(last: &Counters, now: &Counters) -> Result<(), String> {
             last.reset_count, now.reset_count
         ));
     }
-    if now.reset_count == last.reset_count && now.restart_count < last.restart_count {
+    let same_reset = now.reset_count == last.reset_count;
+    if same_reset && now.restart_count < last.restart_count {
         return Err(format!(
             "the TPM's restart count went back from {} to {} within reset {}",
             last.restart_count, now.restart_count, now.reset_count
         ));
     }
     if now.clock < last.clock {
-        return Err(format!(
-            "the TPM's clock went back from {} ms to {} ms (rolled-back TPM state or a replayed quote)",
-            last.clock, now.clock
-        ));
+        if same_reset && now.restart_count == last.restart_count {
+            return Err(format!(
+                "the TPM's clock went back from {} ms to {} ms within one boot (rolled-back TPM \
+                 state or a replayed quote)",
+                last.clock, now.clock
+            ));
+        }
+        if now.safe {
+            return Err(format!(
+                "the TPM's clock went back from {} ms to {} ms while it reports it as never \
+                 reported before (safe): rolled-back TPM state",
+                last.clock, now.clock
+            ));
+        }
     }
     Ok(())
 }
@@ -288,6 +419,21 @@ pub struct VerdictRecord {
     pub manifest: Option<String>,
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// The checks the policy skipped, by name.
+    #[serde(default)]
+    pub skipped: Vec<SkippedCheck>,
+}
+
+/// The boot an accepted attestation came from: a certification must come from the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestedBoot {
+    /// The quote's TPM counters: the same reset and restart count mean the same boot.
+    pub reset_count: u32,
+    pub restart_count: u32,
+    /// The TPM's clock at the quote (ms); a certification is not earlier.
+    pub clock: u64,
+    /// The policy digest a device key bound to this boot's PCRs has (key_policy).
+    pub device_key_policy: Hex,
 }
 
 /// A certificate the device CA issued, kept for audit.
@@ -326,11 +472,33 @@ pub struct DeviceRecord {
     pub last_verdict: Option<VerdictRecord>,
     #[serde(default)]
     pub attested_until: Option<u64>,
+    /// The boot of the accepted attestation, while it is valid.
+    #[serde(default)]
+    pub attested_boot: Option<AttestedBoot>,
     #[serde(default)]
     pub certificates: Vec<CertificateRecord>,
 }
 
 impl DeviceRecord {
+    /// A device just registered, with its EK bound to `id` and nothing else known.
+    pub fn new(id: DeviceId, ek: &EkPublic, ek_chain: Vec<String>, registered: u64) -> Self {
+        Self {
+            id,
+            ek: EkKey::from(ek),
+            ek_fingerprint: hex::encode(ek.fingerprint()),
+            ek_chain,
+            registered,
+            ak_public: None,
+            pending: None,
+            denied: None,
+            counters: None,
+            last_verdict: None,
+            attested_until: None,
+            attested_boot: None,
+            certificates: Vec::new(),
+        }
+    }
+
     /// One line for `edgeward verifier devices`.
     pub fn state(&self, now: u64) -> &'static str {
         if self.denied.is_some() {
@@ -375,17 +543,21 @@ fn seconds(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The identity a registration asks for: the one it names, else the one derived from its EK.
-pub fn identity_of(request: &RegisterRequest) -> Result<DeviceId, Refusal> {
-    match &request.device {
-        Some(name) => DeviceId::new(name),
-        None => Ok(DeviceId::from_ek(&request.ek.clone().into())),
-    }
+/// The EK a registration presents, in its canonical form, and the identity it asks for: the
+/// one it names, else the one derived from its EK. Refuses non-canonical encodings.
+pub fn identity_of(request: &RegisterRequest) -> Result<(EkPublic, DeviceId), Refusal> {
+    let ek = EkPublic::try_from(&request.ek).map_err(|error| Refusal::EkKey(error.to_string()))?;
+    let id = match &request.device {
+        Some(name) => DeviceId::new(name)?,
+        None => DeviceId::from_ek(&ek),
+    };
+    Ok((ek, id))
 }
 
-/// Registration: checks the EK certificate and the AK, binds the identity to the EK, and makes
-/// the credential challenge. `existing` is the record of the requested identity, if any;
-/// `ek_owner` the identity already bound to this EK, if any. Returns the record to store.
+/// Registration: checks the EK (its kind and encoding) and its certificate, and the AK, binds
+/// the identity to the EK, and makes the credential challenge. `existing` is the record of the
+/// requested identity, if any; `ek_owner` the identity already bound to this EK, if any.
+/// Returns the record to store.
 pub fn register(
     policy: &Policy,
     request: RegisterRequest,
@@ -394,9 +566,15 @@ pub fn register(
     now: SystemTime,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<(DeviceRecord, RegisterResponse), Refusal> {
-    let ek: EkPublic = request.ek.clone().into();
+    let (ek, id) = identity_of(&request)?;
+    if ek.kind() != policy.ek_kind {
+        return Err(Refusal::EkKind {
+            configured: policy.ek_kind.describe(),
+            configured_name: policy.ek_kind.name(),
+            presented: ek.kind().describe(),
+        });
+    }
     let fingerprint = hex::encode(ek.fingerprint());
-    let id = identity_of(&request)?;
     if let Some(record) = &existing {
         if record.ek_fingerprint != fingerprint {
             return Err(Refusal::IdentityTaken {
@@ -417,7 +595,7 @@ pub fn register(
     }
     let mut intermediates = policy.ek_intermediates.clone();
     intermediates.extend(request.ek_intermediates.iter().map(|der| der.0.clone()));
-    let ek_chain = verify_ek_certificate(
+    let verified = verify_ek_certificate(
         &request.ek_certificate.0,
         &intermediates,
         &policy.ek_roots,
@@ -425,6 +603,12 @@ pub fn register(
         now,
     )
     .map_err(|error| Refusal::EkCertificate(error.to_string()))?;
+    let mut ek_chain = verified.path;
+    if verified.eku_exception {
+        ek_chain.push(
+            "(no EK extended key usage: accepted for this root by ek_roots_without_eku)".into(),
+        );
+    }
     let ak =
         parse_ak_public(&request.ak_public.0).map_err(|error| Refusal::Ak(error.to_string()))?;
     let mut secret = [0u8; 32];
@@ -445,20 +629,11 @@ pub fn register(
             record.ek_chain = ek_chain;
             record
         }
-        None => DeviceRecord {
-            id: id.clone(),
-            ek: request.ek,
-            ek_fingerprint: fingerprint,
-            ek_chain,
-            registered: now,
-            ak_public: None,
-            pending: Some(pending),
-            denied: None,
-            counters: None,
-            last_verdict: None,
-            attested_until: None,
-            certificates: Vec::new(),
-        },
+        None => {
+            let mut record = DeviceRecord::new(id.clone(), &ek, ek_chain, now);
+            record.pending = Some(pending);
+            record
+        }
     };
     Ok((
         record,
@@ -489,46 +664,85 @@ pub fn activate(
         return Err(Refusal::Activation);
     }
     if record.ak_public.as_ref() != Some(&pending.ak_public) {
-        // A new AK: what the old one attested no longer counts.
+        // A new AK: what the old one attested no longer counts. The counters stay: they are the
+        // TPM's, not the AK's (an AK under the EK sees them unobfuscated).
         record.attested_until = None;
+        record.attested_boot = None;
     }
     record.ak_public = Some(pending.ak_public);
     Ok(record)
 }
 
-/// Outstanding nonces: each is issued for one device, used once, and expires.
-#[derive(Debug, Default)]
+/// The verifier's nonces. A nonce carries its own expiry and device, authenticated with a key
+/// only this verifier holds, so issuing one stores nothing: no number of nonce requests can
+/// exhaust anything or lock a device out. What is stored is the set of nonces already used,
+/// and a nonce joins it only with a TPM signature over it (a quote or certification by the
+/// device's AK), bounded per device and overall. A verifier that restarts takes a new key, and
+/// nonces issued before are no longer accepted. Decision record: docs/decisions/0020.
+#[derive(Debug)]
 pub struct NonceBook {
-    issued: HashMap<VerifierNonce, (DeviceId, u64)>,
+    key: [u8; 32],
+    /// Used nonces, until they expire: nonce → (device, expiry).
+    used: HashMap<VerifierNonce, (DeviceId, u64)>,
+    used_per_device: HashMap<DeviceId, usize>,
 }
 
-/// The most nonces outstanding at once.
-pub const MAX_OUTSTANDING_NONCES: usize = 100_000;
+/// The most nonces one device may use within a nonce lifetime (a quote and a certification
+/// per attestation; a device looping on its TPM is refused, not the fleet).
+pub const MAX_USED_PER_DEVICE: usize = 64;
+/// The most used nonces kept at once.
+pub const MAX_USED_NONCES: usize = 100_000;
+
+type NonceMac = Hmac<Sha256>;
+
+/// `expiry (8, big-endian seconds) ‖ random (8) ‖ HMAC-SHA256(key, device ‖ expiry ‖ random)
+/// truncated to 16`.
+const MAC_LEN: usize = 16;
 
 impl NonceBook {
+    pub fn new(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        Self {
+            key,
+            used: HashMap::new(),
+            used_per_device: HashMap::new(),
+        }
+    }
+
+    fn mac(&self, device: &DeviceId, head: &[u8]) -> [u8; MAC_LEN] {
+        let mut out = [0u8; MAC_LEN];
+        // HMAC takes keys of any length; the key is 32 bytes.
+        if let Ok(mut mac) = <NonceMac as Mac>::new_from_slice(&self.key) {
+            mac.update(b"edgeward verifier nonce\0");
+            mac.update(&(device.as_str().len() as u16).to_be_bytes());
+            mac.update(device.as_str().as_bytes());
+            mac.update(head);
+            out.copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        }
+        out
+    }
+
+    /// A nonce for `device`, valid for `lifetime`. Stores nothing.
     pub fn issue(
-        &mut self,
-        device: DeviceId,
+        &self,
+        device: &DeviceId,
         lifetime: Duration,
         now: SystemTime,
         rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<VerifierNonce, Refusal> {
-        let now = seconds(now);
-        if self.issued.len() >= MAX_OUTSTANDING_NONCES {
-            self.issued.retain(|_, (_, expires)| *expires >= now);
-            if self.issued.len() >= MAX_OUTSTANDING_NONCES {
-                return Err(Refusal::Busy);
-            }
-        }
-        let nonce = VerifierNonce::random(rng);
-        self.issued
-            .insert(nonce, (device, now + lifetime.as_secs()));
-        Ok(nonce)
+    ) -> VerifierNonce {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(seconds(now) + lifetime.as_secs()).to_be_bytes());
+        rng.fill_bytes(&mut bytes[8..16]);
+        let mac = self.mac(device, &bytes[..16]);
+        bytes[16..].copy_from_slice(&mac);
+        VerifierNonce(bytes)
     }
 
-    /// Takes the nonce out of the book: it cannot be used again, whatever the outcome.
-    pub fn consume(
-        &mut self,
+    /// Whether `nonce` is one this verifier issued to `device`, unexpired and unused. Changes
+    /// nothing: a nonce is used up only by [`NonceBook::redeem`].
+    pub fn check(
+        &self,
         nonce: &[u8],
         device: &DeviceId,
         now: SystemTime,
@@ -539,63 +753,197 @@ impl NonceBook {
                 nonce.len()
             ))
         })?;
-        match self.issued.remove(&nonce) {
-            None => Err(Refusal::Nonce(
-                "it was not issued by this verifier or was already used (a replayed quote?): \
-                 ask for a new one"
-                    .into(),
-            )),
-            Some((owner, _)) if owner != *device => Err(Refusal::Nonce(format!(
-                "it was issued to device {owner}, not {device}"
-            ))),
-            Some((_, expires)) if seconds(now) > expires => {
-                Err(Refusal::Nonce("it expired: ask for a new one".into()))
-            }
-            Some(_) => Ok(nonce),
+        let expected = self.mac(device, &nonce.0[..16]);
+        // Constant time: the comparison must not tell how much of a forged MAC was right.
+        let same = expected
+            .iter()
+            .zip(&nonce.0[16..])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+        if !same {
+            return Err(Refusal::Nonce(format!(
+                "it was not issued to device {device} by this verifier (or the verifier \
+                 restarted since): ask for a new one"
+            )));
         }
+        let mut expiry = [0u8; 8];
+        expiry.copy_from_slice(&nonce.0[..8]);
+        if seconds(now) > u64::from_be_bytes(expiry) {
+            return Err(Refusal::Nonce("it expired: ask for a new one".into()));
+        }
+        if self.used.contains_key(&nonce) {
+            return Err(Refusal::Nonce(
+                "it was already used (a replayed quote?): ask for a new one".into(),
+            ));
+        }
+        Ok(nonce)
+    }
+
+    /// Uses a checked nonce up, once the device's TPM signed over it. Refuses a nonce used
+    /// before, and a device that used too many at once.
+    pub fn redeem(
+        &mut self,
+        nonce: &VerifierNonce,
+        device: &DeviceId,
+        now: SystemTime,
+    ) -> Result<(), Refusal> {
+        let now = seconds(now);
+        if self.used.len() >= MAX_USED_NONCES
+            || self.used_per_device.get(device).copied().unwrap_or(0) >= MAX_USED_PER_DEVICE
+        {
+            self.forget_expired(now);
+        }
+        if self.used.contains_key(nonce) {
+            return Err(Refusal::Nonce(
+                "it was already used (a replayed quote?): ask for a new one".into(),
+            ));
+        }
+        let held = self.used_per_device.get(device).copied().unwrap_or(0);
+        if held >= MAX_USED_PER_DEVICE {
+            return Err(Refusal::Busy(format!(
+                "device {device} used {held} nonces within their lifetime"
+            )));
+        }
+        if self.used.len() >= MAX_USED_NONCES {
+            return Err(Refusal::Busy(format!(
+                "{MAX_USED_NONCES} nonces used within their lifetime"
+            )));
+        }
+        let mut expiry = [0u8; 8];
+        expiry.copy_from_slice(&nonce.0[..8]);
+        self.used
+            .insert(*nonce, (device.clone(), u64::from_be_bytes(expiry)));
+        *self.used_per_device.entry(device.clone()).or_default() += 1;
+        Ok(())
+    }
+
+    fn forget_expired(&mut self, now: u64) {
+        let per_device = &mut self.used_per_device;
+        self.used.retain(|_, (device, expires)| {
+            let keep = *expires >= now;
+            if !keep {
+                if let Some(count) = per_device.get_mut(device) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+            keep
+        });
+        per_device.retain(|_, count| *count > 0);
+    }
+
+    /// How many used nonces are held (for tests and the service's health).
+    pub fn used(&self) -> usize {
+        self.used.len()
     }
 }
 
-/// The appraisal of an attestation whose nonce the service already consumed. Returns the
-/// record to store (with the verdict, also when refused) and the verdict.
+/// The first step of an attestation or certification: the device is not denied, and its AK
+/// signed `quote` over the nonce the request names. Until this passes nothing about the device
+/// may change.
+fn authenticated(
+    record: &DeviceRecord,
+    structure: &[u8],
+    signature: &[u8],
+    nonce: &VerifierNonce,
+) -> Result<Attest, Refusal> {
+    record.refuse_if_denied()?;
+    let ak = record.ak()?;
+    authenticate(structure, signature, &ak.key, nonce.as_bytes()).map_err(|error| match error {
+        QuoteError::BadSignature => Refusal::Attestation(vec![
+            "the signature does not verify with the device's activated AK: the structure was \
+             altered, or made by another TPM"
+                .into(),
+        ]),
+        QuoteError::NonceMismatch { .. } => Refusal::Nonce(format!(
+            "{error}: the TPM signed for another nonce than the one presented (a replayed \
+             quote?)"
+        )),
+        other => Refusal::Attestation(vec![format!("quote: {other}")]),
+    })
+}
+
+/// An attestation: the nonce is this verifier's for the device, the device's AK signed the
+/// quote over it, then the quote is appraised. `Err` when the request is not the device's own
+/// (nothing to store: an unauthenticated client leaves no trace); otherwise the record to store
+/// and the verdict, accepted or not.
 pub fn attest(
+    policy: &Policy,
+    record: DeviceRecord,
+    request: &AttestRequest,
+    nonces: &mut NonceBook,
+    now: SystemTime,
+) -> Result<(DeviceRecord, Verdict), Refusal> {
+    record.refuse_if_denied()?;
+    let nonce = nonces.check(&request.nonce.0, &record.id, now)?;
+    let quote = authenticated(&record, &request.quote.0, &request.signature.0, &nonce)?;
+    nonces.redeem(&nonce, &record.id, now)?;
+    Ok(appraise_attestation(policy, record, request, &quote, now))
+}
+
+/// The appraisal of a quote already authenticated ([`attest`]): returns the record to store
+/// (with the verdict, also when refused) and the verdict.
+pub fn appraise_attestation(
     policy: &Policy,
     mut record: DeviceRecord,
     request: &AttestRequest,
-    nonce: &VerifierNonce,
+    quote: &Attest,
     now: SystemTime,
 ) -> (DeviceRecord, Verdict) {
     let at = seconds(now);
-    let outcome = appraise(policy, &mut record, request, nonce);
-    let (accepted, manifest, reasons) = match outcome {
-        Ok(manifest) => (true, Some(manifest), Vec::new()),
-        Err(refusal) => (false, None, refusal.reasons()),
+    let outcome = appraise(policy, &mut record, request, quote);
+    let (accepted, manifest, reasons, skipped, boot) = match outcome {
+        Ok(appraisal) => (
+            true,
+            Some(appraisal.manifest),
+            Vec::new(),
+            appraisal.skipped,
+            Some(appraisal.boot),
+        ),
+        Err(refusal) => (false, None, refusal.reasons(), Vec::new(), None),
     };
     record.attested_until = accepted.then(|| at + policy.attestation_validity.as_secs());
+    record.attested_boot = boot;
     record.last_verdict = Some(VerdictRecord {
         at,
         accepted,
         manifest: manifest.clone(),
         reasons: reasons.clone(),
+        skipped: skipped.clone(),
     });
     let verdict = Verdict {
         device: record.id.to_string(),
         accepted,
         manifest,
         reasons,
+        skipped,
         attested_until: record.attested_until,
     };
     (record, verdict)
+}
+
+/// What an accepted attestation established.
+struct Appraisal {
+    manifest: String,
+    skipped: Vec<SkippedCheck>,
+    boot: AttestedBoot,
 }
 
 fn appraise(
     policy: &Policy,
     record: &mut DeviceRecord,
     request: &AttestRequest,
-    nonce: &VerifierNonce,
-) -> Result<String, Refusal> {
-    record.refuse_if_denied()?;
-    let ak = record.ak()?;
+    quote: &Attest,
+) -> Result<Appraisal, Refusal> {
+    // The configuration was checked at start; a policy built otherwise is checked here, so that
+    // nothing passes because of how the verifier was set up.
+    policy.check().map_err(|problems| {
+        Refusal::Attestation(
+            problems
+                .into_iter()
+                .map(|problem| format!("the verifier's policy is unsound: {problem}"))
+                .collect(),
+        )
+    })?;
     let log = parse(&request.event_log.0).map_err(|error| {
         Refusal::Attestation(vec![format!("the event log is unreadable: {error}")])
     })?;
@@ -614,35 +962,18 @@ fn appraise(
         .map(|pcr| (*pcr, replayed_value(*pcr)))
         .collect();
 
-    let attest = match appraise_quote(
-        &request.quote.0,
-        &request.signature.0,
-        &ak.key,
-        nonce.as_bytes(),
-        &expected,
-    ) {
-        Ok(attest) => attest,
+    match check_quote(quote, &expected) {
+        Ok(()) => {}
         Err(QuoteError::PcrDigestMismatch { quoted, .. }) => {
             return Err(Refusal::Attestation(log_differs_from_tpm(
                 policy, request, &expected, &quoted,
             )))
         }
-        Err(QuoteError::BadSignature) => {
-            return Err(Refusal::Attestation(vec![
-                "the quote's signature does not verify with the device's activated AK: it was \
-                 altered, or made by another TPM"
-                    .into(),
-            ]))
-        }
         Err(other) => return Err(Refusal::Attestation(vec![format!("quote: {other}")])),
-    };
+    }
 
     // The quote is genuine and fresh: its counters are the TPM's.
-    let counters = Counters {
-        clock: attest.clock.clock,
-        reset_count: attest.clock.reset_count,
-        restart_count: attest.clock.restart_count,
-    };
+    let counters = Counters::of(&quote.clock);
     if let Some(last) = &record.counters {
         check_counters(last, &counters).map_err(|reason| Refusal::Attestation(vec![reason]))?;
     }
@@ -658,12 +989,9 @@ fn appraise(
             ));
         }
     }
-    let manifest = match find_match(&log, &replayed, &policy.manifests) {
-        Ok(manifest) => Some(manifest.label()),
+    let matched = match find_match(&log, &replayed, &policy.manifests) {
+        Ok(manifest) => Some(manifest),
         Err(no_match) => {
-            if no_match.comparisons.is_empty() {
-                reasons.push("no image manifest is released on this verifier".into());
-            }
             for comparison in &no_match.comparisons {
                 for difference in &comparison.differences {
                     reasons.push(format!("not {}: {difference}", comparison.manifest));
@@ -672,10 +1000,50 @@ fn appraise(
             None
         }
     };
-    match manifest {
-        Some(manifest) if reasons.is_empty() => Ok(manifest),
-        _ => Err(Refusal::Attestation(reasons)),
+    let Some(manifest) = matched else {
+        return Err(Refusal::Attestation(reasons));
+    };
+    if !reasons.is_empty() {
+        return Err(Refusal::Attestation(reasons));
     }
+    // Every quoted PCR was compared with a reference, or the policy says it is log-only.
+    let mut skipped = Vec::new();
+    for (pcr, value) in &expected {
+        let index = u32::from(*pcr);
+        if manifest.pcrs.contains_key(&index) || policy.platform_pcrs.contains_key(&index) {
+            continue;
+        }
+        if policy.log_only_pcrs.contains(pcr) {
+            skipped.push(SkippedCheck {
+                check: format!("pcr{pcr}"),
+                reason: format!(
+                    "log consistency only (log_only_pcrs): PCR {pcr} = {} matches the event \
+                     log, no reference value compared",
+                    hex::encode(value)
+                ),
+            });
+        } else {
+            // Policy::check refuses this; kept so that the appraisal fails closed on its own.
+            return Err(Refusal::Attestation(vec![format!(
+                "PCR {pcr} has no reference value and is not listed as log-only"
+            )]));
+        }
+    }
+    let key_values: Vec<(u8, [u8; 32])> = expected
+        .iter()
+        .filter(|(pcr, _)| DEVICE_KEY_PCRS.contains(pcr))
+        .copied()
+        .collect();
+    Ok(Appraisal {
+        manifest: manifest.label(),
+        skipped,
+        boot: AttestedBoot {
+            reset_count: counters.reset_count,
+            restart_count: counters.restart_count,
+            clock: counters.clock,
+            device_key_policy: Hex(pcr_policy_digest(&key_values).to_vec()),
+        },
+    })
 }
 
 /// The quote's PCRs differ from the log's replay. When the device's reported values reproduce
@@ -717,28 +1085,31 @@ fn log_differs_from_tpm(
     reasons
 }
 
-/// Certification: the AK certified the device key with a fresh nonce, the key is a TPM-bound
-/// P-256 signing key, and the device holds a valid attestation. Issues its certificate.
+/// Certification: the nonce is this verifier's, the AK certified the device key over it in the
+/// same boot as the accepted attestation, and the key is a TPM-bound P-256 signing key usable
+/// only in that boot (its policy binds it to the attested PCRs). Issues its certificate.
+#[allow(clippy::too_many_arguments)]
 pub fn certify(
     policy: &Policy,
     mut record: DeviceRecord,
     request: &CertifyRequest,
-    nonce: &VerifierNonce,
+    nonces: &mut NonceBook,
     ca: &DeviceCa,
     now: SystemTime,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<(DeviceRecord, CertifyResponse), Refusal> {
     record.refuse_if_denied()?;
+    let nonce = nonces.check(&request.nonce.0, &record.id, now)?;
     let at = seconds(now);
-    match record.attested_until {
-        Some(until) if until > at => {}
-        Some(_) => {
+    let boot = match (&record.attested_until, &record.attested_boot) {
+        (Some(until), Some(boot)) if *until > at => boot.clone(),
+        (Some(_), _) => {
             return Err(Refusal::AttestationRequired {
                 device: record.id.to_string(),
                 why: "the last attestation expired".into(),
             })
         }
-        None => {
+        (None, _) => {
             return Err(Refusal::AttestationRequired {
                 device: record.id.to_string(),
                 why: match &record.last_verdict {
@@ -747,16 +1118,45 @@ pub fn certify(
                 },
             })
         }
-    }
-    let ak = record.ak()?;
-    let key = appraise_certify(
-        &request.device_key_public.0,
+    };
+    let certification = authenticated(
+        &record,
         &request.certify_info.0,
         &request.signature.0,
-        &ak.key,
-        nonce.as_bytes(),
-    )
-    .map_err(|error| Refusal::DeviceKey(error.to_string()))?;
+        &nonce,
+    )?;
+    nonces.redeem(&nonce, &record.id, now)?;
+    let key = check_certify(&request.device_key_public.0, &certification)
+        .map_err(|error| Refusal::DeviceKey(error.to_string()))?;
+    let clock = &certification.clock;
+    if clock.reset_count != boot.reset_count
+        || clock.restart_count != boot.restart_count
+        || clock.clock < boot.clock
+    {
+        return Err(Refusal::AttestationRequired {
+            device: record.id.to_string(),
+            why: format!(
+                "the certification comes from another boot than the accepted attestation (TPM \
+                 reset {} restart {} clock {} ms; attested in reset {} restart {} at {} ms)",
+                clock.reset_count,
+                clock.restart_count,
+                clock.clock,
+                boot.reset_count,
+                boot.restart_count,
+                boot.clock
+            ),
+        });
+    }
+    if key.auth_policy != boot.device_key_policy.0 {
+        return Err(Refusal::DeviceKey(format!(
+            "its policy {} does not bind it to the attested boot's PCRs {DEVICE_KEY_PCRS:?} \
+             (policy {}): the key would sign outside that boot. The agent makes a new key \
+             when the image changes",
+            hex::encode(&key.auth_policy),
+            hex::encode(&boot.device_key_policy.0)
+        )));
+    }
+    record.counters = Some(Counters::of(clock));
     let mut serial = [0u8; 16];
     rng.fill_bytes(&mut serial);
     // A little slack for devices whose clock runs behind.
@@ -792,6 +1192,7 @@ pub fn deny(mut record: DeviceRecord, reason: &str, now: SystemTime) -> DeviceRe
         reason: reason.to_owned(),
     });
     record.attested_until = None;
+    record.attested_boot = None;
     record
 }
 
@@ -830,50 +1231,124 @@ mod tests {
             clock: 1000,
             reset_count: 5,
             restart_count: 2,
+            safe: true,
         };
-        let later = |clock, reset_count, restart_count| Counters {
+        let later = |clock, reset_count, restart_count, safe| Counters {
             clock,
             reset_count,
             restart_count,
+            safe,
         };
-        assert!(check_counters(&last, &later(1001, 5, 2)).is_ok());
+        assert!(check_counters(&last, &later(1001, 5, 2, true)).is_ok());
         assert!(
-            check_counters(&last, &later(2000, 6, 0)).is_ok(),
+            check_counters(&last, &later(2000, 6, 0, true)).is_ok(),
             "a reboot"
         );
-        assert!(check_counters(&last, &later(999, 5, 2)).is_err(), "clock");
-        assert!(check_counters(&last, &later(2000, 4, 9)).is_err(), "resets");
         assert!(
-            check_counters(&last, &later(2000, 5, 1)).is_err(),
+            check_counters(&last, &later(300, 6, 0, false)).is_ok(),
+            "a power cut: the clock fell back and the TPM says so"
+        );
+        assert!(
+            check_counters(&last, &later(300, 6, 0, true)).is_err(),
+            "a lower clock the TPM calls safe: rolled back"
+        );
+        assert!(
+            check_counters(&last, &later(999, 5, 2, false)).is_err(),
+            "within one boot"
+        );
+        assert!(
+            check_counters(&last, &later(2000, 4, 9, true)).is_err(),
+            "resets"
+        );
+        assert!(
+            check_counters(&last, &later(2000, 5, 1, true)).is_err(),
             "restarts"
         );
     }
 
     #[test]
-    fn nonces_are_single_use_per_device_and_expire() {
+    fn nonces_are_bound_to_their_device_used_once_and_expire() {
         let mut rng = rand::rngs::OsRng;
-        let mut book = NonceBook::default();
+        let mut book = NonceBook::new(&mut rng);
         let device = DeviceId::new("bay-1").expect("valid");
         let other = DeviceId::new("bay-2").expect("valid");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let lifetime = Duration::from_secs(60);
-        let nonce = book
-            .issue(device.clone(), lifetime, now, &mut rng)
-            .expect("issued");
-        assert!(book.consume(nonce.as_bytes(), &device, now).is_ok());
+        let nonce = book.issue(&device, lifetime, now, &mut rng);
+        let checked = book.check(nonce.as_bytes(), &device, now).expect("issued");
+        book.redeem(&checked, &device, now).expect("first use");
+        let refused = |result: Result<VerifierNonce, Refusal>| match result {
+            Err(Refusal::Nonce(reason)) => reason,
+            other => panic!("expected a nonce refusal, got {other:?}"),
+        };
+        assert!(refused(book.check(nonce.as_bytes(), &device, now)).contains("already used"));
         assert!(matches!(
-            book.consume(nonce.as_bytes(), &device, now),
+            book.redeem(&checked, &device, now),
             Err(Refusal::Nonce(_))
         ));
-        let nonce = book
-            .issue(device.clone(), lifetime, now, &mut rng)
-            .expect("issued");
-        assert!(book.consume(nonce.as_bytes(), &other, now).is_err());
-        let nonce = book
-            .issue(device.clone(), lifetime, now, &mut rng)
-            .expect("issued");
+        let nonce = book.issue(&device, lifetime, now, &mut rng);
+        assert!(refused(book.check(nonce.as_bytes(), &other, now)).contains("not issued to"));
         let late = now + Duration::from_secs(61);
-        assert!(book.consume(nonce.as_bytes(), &device, late).is_err());
-        assert!(book.consume(&[0; 31], &device, now).is_err());
+        assert!(refused(book.check(nonce.as_bytes(), &device, late)).contains("expired"));
+        // Any altered byte (expiry, random part or MAC) is refused.
+        for index in 0..32 {
+            let mut altered = *nonce.as_bytes();
+            altered[index] ^= 0x01;
+            assert!(book.check(&altered, &device, now).is_err(), "byte {index}");
+        }
+        assert!(book.check(&[0; 31], &device, now).is_err());
+        // Another verifier (or this one after a restart) does not take it.
+        let restarted = NonceBook::new(&mut rng);
+        assert!(restarted.check(nonce.as_bytes(), &device, now).is_err());
+    }
+
+    #[test]
+    fn no_number_of_nonce_requests_locks_anyone_out() {
+        let mut rng = rand::rngs::OsRng;
+        let mut book = NonceBook::new(&mut rng);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let lifetime = Duration::from_secs(120);
+        // An unauthenticated client asks 200,000 times, for one device and for many.
+        let victim = DeviceId::new("bay-1").expect("valid");
+        for index in 0..200_000u32 {
+            let device = if index % 2 == 0 {
+                victim.clone()
+            } else {
+                DeviceId::new(&format!("bay-{}", index % 5000)).expect("valid")
+            };
+            let _ = book.issue(&device, lifetime, now, &mut rng);
+        }
+        assert_eq!(book.used(), 0, "issuing stores nothing");
+        let nonce = book.issue(&victim, lifetime, now, &mut rng);
+        let nonce = book.check(nonce.as_bytes(), &victim, now).expect("valid");
+        book.redeem(&nonce, &victim, now)
+            .expect("the device attests");
+    }
+
+    #[test]
+    fn a_device_using_too_many_nonces_is_refused_alone() {
+        let mut rng = rand::rngs::OsRng;
+        let mut book = NonceBook::new(&mut rng);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let lifetime = Duration::from_secs(120);
+        let looping = DeviceId::new("bay-1").expect("valid");
+        let other = DeviceId::new("bay-2").expect("valid");
+        for _ in 0..MAX_USED_PER_DEVICE {
+            let nonce = book.issue(&looping, lifetime, now, &mut rng);
+            book.redeem(&nonce, &looping, now)
+                .expect("within the bound");
+        }
+        let nonce = book.issue(&looping, lifetime, now, &mut rng);
+        assert!(matches!(
+            book.redeem(&nonce, &looping, now),
+            Err(Refusal::Busy(_))
+        ));
+        let nonce = book.issue(&other, lifetime, now, &mut rng);
+        book.redeem(&nonce, &other, now)
+            .expect("another device is not affected");
+        // Once its nonces expire, the device may attest again.
+        let later = now + Duration::from_secs(121);
+        let nonce = book.issue(&looping, lifetime, later, &mut rng);
+        book.redeem(&nonce, &looping, later).expect("after expiry");
     }
 }

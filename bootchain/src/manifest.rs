@@ -34,6 +34,8 @@ pub enum ManifestError {
     BadValue { pcr: u32 },
     #[error("the manifest's events for PCR {pcr} do not produce its value")]
     Inconsistent { pcr: u32 },
+    #[error("the manifest predicts no PCR: it would match any boot")]
+    NoPcrs,
 }
 
 /// An Ed25519 release public key (`release.pub.raw`, hex).
@@ -122,6 +124,9 @@ pub fn verify(
             }
         }
         pcrs.insert(*pcr, value);
+    }
+    if pcrs.is_empty() {
+        return Err(ManifestError::NoPcrs);
     }
     use sha2::Digest as _;
     Ok(ReferenceValues {
@@ -377,6 +382,10 @@ mod tests {
             verify(&bytes, b"abcd", &key),
             Err(ManifestError::MalformedSignature)
         );
+        // A signed manifest that predicts nothing is refused: it would match any boot.
+        let empty = r#"{"format": 2, "image_version": "1", "pcrs": {"sha256": {}}, "events": {}}"#;
+        let (bytes, signature, key) = signed(empty);
+        assert_eq!(verify(&bytes, &signature, &key), Err(ManifestError::NoPcrs));
         // A manifest whose events do not produce its value is refused even when signed.
         let inconsistent = text.replace(&zero, &"1".repeat(64));
         let (bytes, signature, key) = signed(&inconsistent);

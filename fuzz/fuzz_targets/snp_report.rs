@@ -1,12 +1,13 @@
 //! SEV-SNP evidence from untrusted bytes: the report (raw or hex) and the VCEK certificate a
-//! device sends, through parsing and appraisal.
+//! device sends, through parsing and appraisal, and the VCEK's TCB and chip extensions alone.
 #![no_main]
 
-use edgeward_attestation::snp::{appraise, read_chain, read_report, SnpPolicy};
+use edgeward_attestation::snp::{appraise, read_chain, read_report, SnpPolicy, VcekFields};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = read_chain(data);
+    let _ = VcekFields::read(data);
     if let Ok(report) = read_report(data) {
         let _ = appraise(&report, data, None, &SnpPolicy::default());
     }

@@ -1,13 +1,19 @@
-//! What a device sends the verifier, from untrusted bytes: every API request body as JSON, and
-//! an attestation's quote, signature and event log through the whole appraisal.
+//! What a device sends the verifier, from untrusted bytes: every API request body as JSON, the
+//! nonce it presents, and an attestation's quote, signature and event log through the whole
+//! appraisal.
 #![no_main]
 
 use std::time::SystemTime;
 
 use edgeward_attestation::api::{
-    ActivateRequest, AttestRequest, CertifyRequest, EkKey, Hex, NonceRequest, RegisterRequest,
+    ActivateRequest, AttestRequest, CertifyRequest, Hex, NonceRequest, RegisterRequest,
 };
-use edgeward_attestation::verifier::{attest, DeviceId, DeviceRecord, Policy, VerifierNonce};
+use edgeward_attestation::credential::{EkKind, EkPublic};
+use edgeward_attestation::ek_certificate::EkRoots;
+use edgeward_attestation::quote::parse_attest;
+use edgeward_attestation::verifier::{
+    appraise_attestation, attest, identity_of, DeviceId, DeviceRecord, NonceBook, Policy,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// A well-formed AK public area (RSA-2048 restricted signing key) with a made-up modulus.
@@ -22,7 +28,9 @@ fn ak_public() -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = serde_json::from_slice::<RegisterRequest>(data);
+    if let Ok(request) = serde_json::from_slice::<RegisterRequest>(data) {
+        let _ = identity_of(&request);
+    }
     let _ = serde_json::from_slice::<ActivateRequest>(data);
     let _ = serde_json::from_slice::<NonceRequest>(data);
     let _ = serde_json::from_slice::<CertifyRequest>(data);
@@ -37,24 +45,19 @@ fuzz_target!(|data: &[u8]| {
         pcr_values: Default::default(),
         event_log: Hex(data[2 * third..].to_vec()),
     };
-    let record = DeviceRecord {
-        id: DeviceId::new("bay-1").expect("valid"),
-        ek: EkKey::Rsa {
-            modulus: Hex(vec![1; 256]),
-        },
-        ek_fingerprint: "00".into(),
-        ek_chain: Vec::new(),
-        registered: 0,
-        ak_public: Some(Hex(ak_public())),
-        pending: None,
-        denied: None,
-        counters: None,
-        last_verdict: None,
-        attested_until: None,
-        certificates: Vec::new(),
-    };
-    let policy = Policy::new(Vec::new(), Vec::new());
-    let nonce = VerifierNonce::from_bytes(&[7; 32]).expect("32 bytes");
-    let (_, verdict) = attest(&policy, record, &request, &nonce, SystemTime::UNIX_EPOCH);
-    assert!(!verdict.accepted, "nothing random is a valid attestation");
+    let ek = EkPublic::rsa(&[0xC5; 256]).expect("a 2048-bit modulus");
+    let mut record = DeviceRecord::new(DeviceId::new("bay-1").expect("valid"), &ek, Vec::new(), 0);
+    record.ak_public = Some(Hex(ak_public()));
+    let policy = Policy::new(EkKind::Rsa, EkRoots::default(), Vec::new());
+    let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    // The nonce the request presents is checked before anything else.
+    let mut nonces = NonceBook::new(&mut rand::rngs::OsRng);
+    let refused = attest(&policy, record.clone(), &request, &mut nonces, now);
+    assert!(refused.is_err(), "no random nonce is this verifier's");
+    assert_eq!(nonces.used(), 0, "nothing unauthenticated is kept");
+    // Past the signature (as if it verified), the rest of the appraisal on the random bytes.
+    if let Ok(quote) = parse_attest(&request.quote.0) {
+        let (_, verdict) = appraise_attestation(&policy, record, &request, &quote, now);
+        assert!(!verdict.accepted, "nothing random is a valid attestation");
+    }
 });

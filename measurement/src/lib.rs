@@ -16,4 +16,5 @@ pub mod replay;
 pub mod report;
 pub mod sample;
 pub mod stats;
+pub mod store;
 pub mod villas;

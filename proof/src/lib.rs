@@ -6,11 +6,13 @@
 //! - [`origin`]: a CMS SignedData over a block digest, detached, signed by a key that may live in
 //!   a TPM (the signature comes from a callback), and its verification.
 //!
-//! Both rest on [`trust`], which decides whether a signer's certificate chains to an anchor.
+//! Both rest on [`trust`], which decides whether a signer's certificate chains to an anchor, and
+//! [`block`] judges a recorded block's two proofs together, at the token's time.
 
 mod oid;
 mod signed_data;
 
+pub mod block;
 pub mod origin;
 pub mod timestamp;
 pub mod trust;
@@ -57,4 +59,17 @@ pub enum ProofError {
     WrongNonce { expected: String, found: String },
     #[error("the TSA certificate {subject} is not for time-stamping: {reason}")]
     NotTimestamping { subject: String, reason: String },
+    #[error(
+        "the device says it signed at {signing_time}, after the token's time {gen_time} (more \
+         than the {tolerance} s allowed): a block is signed before it is time-stamped"
+    )]
+    SignedAfterToken {
+        signing_time: i64,
+        gen_time: i64,
+        tolerance: i64,
+    },
+    #[error("{subject} is not a device certificate: {reason}")]
+    NotADeviceCertificate { subject: String, reason: String },
+    #[error("the block was signed by device {signer}, but recorded under device {recorded}")]
+    OtherDevice { signer: String, recorded: String },
 }

@@ -1,7 +1,9 @@
 //! The verifier's configuration file and what it loads: TLS and device-CA keys, EK roots, the
 //! release key and the released manifests (each verified; a manifest that does not verify stops
 //! the verifier from starting, since serving without it would refuse that image's devices for a
-//! reason nobody sees). Relative paths are relative to the file.
+//! reason nobody sees). A configuration under which anything would pass by omission (a PCR a
+//! manifest predicts but the quote does not cover, a quoted PCR nobody gives a reference for)
+//! does not start either, and says every such PCR. Relative paths are relative to the file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use edgeward_attestation::credential::EkKind;
 use edgeward_attestation::device_ca::DeviceCa;
+use edgeward_attestation::ek_certificate::EkRoots;
 use edgeward_attestation::verifier::Policy;
 use edgeward_bootchain::manifest::{verify, ReleaseKey};
 use serde::Deserialize;
@@ -28,8 +32,15 @@ pub struct VerifierConfig {
     /// The CAs above the device CA when it is an intermediate (PEM), sent with certificates.
     #[serde(default)]
     pub device_ca_chain: Option<PathBuf>,
+    /// The one EK kind this fleet registers, `rsa` or `ecc` (a TPM may carry both; two kinds
+    /// would let it hold two identities).
+    pub ek_kind: EkKind,
     /// Manufacturer roots that EK certificates must chain to (PEM, one or more per file).
     pub ek_roots: Vec<PathBuf>,
+    /// Roots among `ek_roots` whose EK certificates lack the TCG EK extended key usage and are
+    /// accepted anyway (a documented vendor exception; every other root requires it).
+    #[serde(default)]
+    pub ek_roots_without_eku: Vec<PathBuf>,
     #[serde(default)]
     pub ek_intermediates: Vec<PathBuf>,
     /// The release key's `release.pub.raw`.
@@ -43,6 +54,9 @@ pub struct VerifierConfig {
     /// Accepted values (hex) of platform PCRs the image cannot predict, e.g. `0 = ["…"]`.
     #[serde(default)]
     pub platform_pcrs: BTreeMap<String, Vec<String>>,
+    /// Quoted PCRs checked only for matching the event log (named as skipped in every verdict).
+    #[serde(default)]
+    pub log_only_pcrs: Vec<u8>,
     #[serde(default = "default_attestation_interval")]
     pub attestation_interval_seconds: u64,
     #[serde(default = "default_certificate_validity")]
@@ -105,6 +119,7 @@ impl VerifierConfig {
             resolve(chain);
         }
         config.ek_roots.iter_mut().for_each(resolve);
+        config.ek_roots_without_eku.iter_mut().for_each(resolve);
         config.ek_intermediates.iter_mut().for_each(resolve);
         resolve(&mut config.release_key);
         config.manifests.iter_mut().for_each(resolve);
@@ -113,9 +128,20 @@ impl VerifierConfig {
 
     /// Loads the keys, roots and manifests the service needs.
     pub fn load(self) -> Result<Loaded> {
-        let mut ek_roots = Vec::new();
+        let mut ek_roots = EkRoots::default();
         for path in &self.ek_roots {
-            ek_roots.extend(pem_certificates(path)?);
+            ek_roots.roots.extend(pem_certificates(path)?);
+        }
+        for path in &self.ek_roots_without_eku {
+            for root in pem_certificates(path)? {
+                if !ek_roots.roots.contains(&root) {
+                    bail!(
+                        "ek_roots_without_eku: {} holds a certificate that is not in ek_roots",
+                        path.display()
+                    );
+                }
+                ek_roots.without_eku.push(root);
+            }
         }
         let mut ek_intermediates = Vec::new();
         for path in &self.ek_intermediates {
@@ -134,7 +160,7 @@ impl VerifierConfig {
             tracing::info!(manifest = %values.label(), dir = %dir.display(), "manifest released");
             manifests.push(values);
         }
-        let mut policy = Policy::new(ek_roots, manifests);
+        let mut policy = Policy::new(self.ek_kind, ek_roots, manifests);
         policy.ek_intermediates = ek_intermediates;
         if let Some(pcrs) = &self.pcrs {
             if pcrs.is_empty() || pcrs.iter().any(|pcr| *pcr > 23) {
@@ -166,6 +192,18 @@ impl VerifierConfig {
                 })
                 .collect::<Result<_>>()?;
             policy.platform_pcrs.insert(index, values);
+        }
+        for pcr in &self.log_only_pcrs {
+            if *pcr > 23 {
+                bail!("log_only_pcrs: {pcr} is not a PCR");
+            }
+            policy.log_only_pcrs.insert(*pcr);
+        }
+        if let Err(problems) = policy.check() {
+            bail!(
+                "the verifier would let checks pass by omission; fix the configuration:\n  {}",
+                problems.join("\n  ")
+            );
         }
         policy.attestation_validity = Duration::from_secs(self.attestation_interval_seconds);
         policy.certificate_validity = Duration::from_secs(self.certificate_validity_seconds);

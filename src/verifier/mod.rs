@@ -31,6 +31,9 @@ pub enum VerifierCommand {
         platform_ca: Option<PathBuf>,
         #[arg(long, value_name = "KEY")]
         platform_ca_key: Option<PathBuf>,
+        /// The one EK kind the fleet's devices register with (`edgeward-agent attest --ek`).
+        #[arg(long, value_name = "rsa|ecc", default_value = "rsa")]
+        ek: String,
         /// TPM manufacturer roots for EK certificates (PEM).
         #[arg(long = "ek-root", value_name = "FILE", required = true)]
         ek_roots: Vec<PathBuf>,
@@ -107,11 +110,15 @@ pub fn run(command: VerifierCommand) -> Result<()> {
             listen,
             platform_ca,
             platform_ca_key,
+            ek,
             ek_roots,
             ek_intermediates,
             release_key,
             manifests,
         } => {
+            if !matches!(ek.as_str(), "rsa" | "ecc") {
+                bail!("--ek {ek:?}: the EK kind is rsa or ecc");
+            }
             let config_path = dir.join("verifier.toml");
             if config_path.exists() {
                 bail!("{} exists; init never overwrites", config_path.display());
@@ -172,8 +179,19 @@ pub fn run(command: VerifierCommand) -> Result<()> {
                 text.push_str("device_ca_chain = \"device-ca-chain.crt\"\n");
             }
             text.push_str(&format!(
-                "ek_roots = {}\nek_intermediates = {}\nrelease_key = {}\nmanifests = {}\n\
-                 # pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13]\n\
+                "# The EK kind every device registers with (one kind: one identity per TPM).\n\
+                 ek_kind = \"{ek}\"\n\
+                 ek_roots = {}\nek_intermediates = {}\n\
+                 # Roots whose EK certificates may lack the TCG EK extended key usage:\n\
+                 # ek_roots_without_eku = []\n\
+                 release_key = {}\nmanifests = {}\n\
+                 # The PCRs every quote covers. Each must be predicted by every manifest, or\n\
+                 # have accepted values in [platform_pcrs], or be listed in log_only_pcrs.\n\
+                 pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13]\n\
+                 # Firmware PCRs the image cannot predict: checked only against the event log\n\
+                 # (every verdict names them as skipped). Pin them with [platform_pcrs]\n\
+                 # (e.g. 0 = [\"<hex>\"]) once the fleet's firmware values are known.\n\
+                 log_only_pcrs = [0, 1, 2, 3, 5, 6]\n\
                  attestation_interval_seconds = 3600\ncertificate_validity_seconds = 86400\n",
                 list(&ek_roots)?,
                 list(&ek_intermediates)?,

@@ -75,7 +75,7 @@ impl Service {
             store: Store::open(&loaded.config.state_dir)?,
             policy: loaded.policy,
             ca: loaded.ca,
-            nonces: Mutex::new(NonceBook::default()),
+            nonces: Mutex::new(NonceBook::new(&mut rand::rngs::OsRng)),
         })
     }
 
@@ -93,11 +93,8 @@ impl Service {
         match path {
             "/v1/register" => {
                 let request: RegisterRequest = decode(body)?;
-                let id = verifier::identity_of(&request)?;
-                let fingerprint = hex::encode(
-                    edgeward_attestation::credential::EkPublic::from(request.ek.clone())
-                        .fingerprint(),
-                );
+                let (ek, id) = verifier::identity_of(&request)?;
+                let fingerprint = hex::encode(ek.fingerprint());
                 let lock = self.store.lock()?;
                 let existing = self.store.get(&lock, &id)?;
                 let owner = self.store.ek_owner(&lock, &fingerprint)?;
@@ -139,7 +136,7 @@ impl Service {
                 }
                 let nonce = self
                     .nonces()
-                    .issue(id, self.policy.nonce_lifetime, now, &mut rng)?;
+                    .issue(&id, self.policy.nonce_lifetime, now, &mut rng);
                 json(&NonceResponse {
                     nonce: Hex(nonce.as_bytes().to_vec()),
                     pcrs: self.policy.pcrs.clone(),
@@ -149,14 +146,17 @@ impl Service {
             "/v1/attest" => {
                 let request: AttestRequest = decode(body)?;
                 let id = DeviceId::new(&request.device)?;
-                let nonce = self.nonces().consume(&request.nonce.0, &id, now)?;
                 let lock = self.store.lock()?;
                 let record = known(self.store.get(&lock, &id)?, &id)?;
+                // Err: not the device's own TPM speaking; nothing is stored.
                 let (record, verdict) =
-                    verifier::attest(&self.policy, record, &request, &nonce, now);
+                    verifier::attest(&self.policy, record, &request, &mut self.nonces(), now)?;
                 self.store.put(&lock, &record)?;
                 if verdict.accepted {
-                    tracing::info!(device = %id, manifest = ?verdict.manifest, "attestation accepted");
+                    for skipped in &verdict.skipped {
+                        tracing::debug!(device = %id, check = %skipped.check, reason = %skipped.reason, "check skipped by policy");
+                    }
+                    tracing::info!(device = %id, manifest = ?verdict.manifest, skipped = verdict.skipped.len(), "attestation accepted");
                     json(&verdict)
                 } else {
                     for reason in &verdict.reasons {
@@ -168,14 +168,13 @@ impl Service {
             "/v1/certify" => {
                 let request: CertifyRequest = decode(body)?;
                 let id = DeviceId::new(&request.device)?;
-                let nonce = self.nonces().consume(&request.nonce.0, &id, now)?;
                 let lock = self.store.lock()?;
                 let record = known(self.store.get(&lock, &id)?, &id)?;
                 let (record, response) = verifier::certify(
                     &self.policy,
                     record,
                     &request,
-                    &nonce,
+                    &mut self.nonces(),
                     &self.ca,
                     now,
                     &mut rng,

@@ -1,6 +1,7 @@
 //! Shared helpers of Edgeward's end-to-end tests: where the shared test data lives, and guards
 //! that start real peers and stop them on drop.
 
+pub mod device_keys;
 pub mod openssl;
 pub mod platform;
 pub mod pypmu;
@@ -96,6 +97,26 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir
+}
+
+/// A fresh scratch directory `target/<name>-<pid>` shared by the tests of one test binary and
+/// left behind when it ends: earlier runs' `target/<name>-*` are removed first.
+pub fn scratch_shared(name: &str) -> PathBuf {
+    let target = workspace_root().join("target");
+    if let Ok(entries) = std::fs::read_dir(&target) {
+        for entry in entries.flatten() {
+            let stale = entry
+                .file_name()
+                .to_str()
+                .and_then(|file| file.strip_prefix(name))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|pid| pid.bytes().all(|byte| byte.is_ascii_digit()));
+            if stale {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    scratch(name)
 }
 
 /// `edgeward image build` of the image with `agent` as /init, signed with `keys`, into `out`.

@@ -100,6 +100,8 @@ impl Platform {
         )
         .expect("device CA");
         std::fs::write(pki.join("device-ca.crt"), &device_ca.0).expect("write");
+        // For certificates the device CA issues to software keys (a compromised device's).
+        std::fs::write(pki.join("device-ca.key"), &device_ca.1).expect("write");
 
         let mqtt_port = crate::pypmu::free_port();
         let mut platform = Self {
@@ -232,6 +234,10 @@ impl Platform {
             .arg(self.pki("recorder.key"))
             .arg("--store")
             .arg(store)
+            .arg("--tsa-root")
+            .arg(self.pki("tsa-root.crt"))
+            .arg("--device-ca")
+            .arg(self.pki("device-ca.crt"))
             .env("EDGEWARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -281,7 +287,7 @@ impl Platform {
             &keys.ak_public_pem,
         )
         .expect("AK");
-        let certified = edgeward_attestation::quote::appraise_certify(
+        let (certified, _) = edgeward_attestation::quote::appraise_certify(
             &key.public,
             &attest,
             &signature,
@@ -390,6 +396,33 @@ pub fn software_client(platform: &Platform, name: &str) -> (PathBuf, PathBuf) {
     (
         pki.join(format!("{name}.crt")),
         pki.join(format!("{name}.key")),
+    )
+}
+
+/// A certificate from the device CA for a software key named `name`, as a compromised device
+/// with a genuine certificate would hold: (certificate followed by the device CA, PEM key,
+/// PKCS#8 DER key).
+pub fn software_device(platform: &Platform, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let pki = platform.dir.join("pki");
+    leaf(
+        &pki,
+        name,
+        KeyKind::P256,
+        &format!("/CN={name}"),
+        "device-ca",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+    let chain = pki.join(format!("{name}-chain.crt"));
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(pki.join(format!("{name}.crt"))).expect("certificate"),
+        std::fs::read_to_string(pki.join("device-ca.crt")).expect("device CA")
+    );
+    std::fs::write(&chain, text).expect("write");
+    (
+        chain,
+        pki.join(format!("{name}.key")),
+        pki.join(format!("{name}.pk8")),
     )
 }
 

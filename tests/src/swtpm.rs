@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgeward_attestation::tpm::EkKind;
+
 use crate::required_peer_missing;
 
 pub struct Swtpm {
@@ -63,34 +65,48 @@ impl Swtpm {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("swtpm starts");
-        let swtpm = Self { child, state, port };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "swtpm listens within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(swtpm)
+        let child = spawn(&state, port);
+        Some(Self { child, state, port })
     }
 
+    /// A power cycle: swtpm stops and starts again on its state, as a TPM does when the machine
+    /// reboots (TPM2_Startup(CLEAR): PCRs empty, the reset count one higher, keys kept).
+    pub fn reboot(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The ports are free once the process is gone.
+        self.child = spawn(&self.state, self.port);
+    }
     /// The TCTI string for tss-esapi and tpm2-tools.
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
+}
+
+/// Starts swtpm on `state`, listening on `port` (TPM) and `port + 1` (control), and waits until
+/// it accepts connections.
+fn spawn(state: &std::path::Path, port: u16) -> Child {
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--server")
+        .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg("--ctrl")
+        .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("swtpm starts");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "swtpm listens within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for Swtpm {
@@ -140,52 +156,89 @@ fn run(command: &mut Command, what: &str) {
     );
 }
 
-/// A manufacturer for ECC P-256 EKs, made with openssl: swtpm_setup 0.7 certifies only a P-384
-/// ECC EK (NV 0x01C00016), so tests put a P-256 EK certificate where TPM vendors do
-/// (NV 0x01C0000A), issued by this CA.
-pub struct EccManufacturer {
+/// The extensions a test vendor puts in its certificates (openssl `-extfile` syntax), so that
+/// tests can make the certificates real vendors get wrong.
+#[derive(Debug, Clone)]
+pub struct VendorProfile {
+    pub root: String,
+    pub intermediate: String,
+    /// The EK certificate's; `{usage}` becomes keyEncipherment (RSA) or keyAgreement (ECC).
+    pub ek: String,
+}
+
+impl Default for VendorProfile {
+    /// What the TCG EK Credential Profile asks for.
+    fn default() -> Self {
+        let ca = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+        Self {
+            root: ca.into(),
+            intermediate: ca.into(),
+            ek: "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,{usage}\n\
+                 extendedKeyUsage=2.23.133.8.1\n"
+                .into(),
+        }
+    }
+}
+
+/// A TPM vendor made with openssl: a root and an issuing CA that certify EKs, and puts the
+/// certificate in NV where vendors do (0x01C00002 for RSA-2048, 0x01C0000A for P-256). swtpm_setup
+/// 0.7 certifies only RSA and P-384 EKs, so P-256 EKs, and EKs of a vendor the verifier does not
+/// trust, come from here.
+pub struct Vendor {
     dir: PathBuf,
     pub ca: Manufacturer,
 }
 
-impl EccManufacturer {
+impl Vendor {
     pub fn new() -> Self {
+        Self::with(&VendorProfile::default())
+    }
+
+    pub fn with(profile: &VendorProfile) -> Self {
         let dir = std::env::temp_dir().join(format!(
-            "edgeward-ecc-manufacturer-{}-{}",
+            "edgeward-vendor-{}-{}",
             std::process::id(),
             crate::pypmu::free_port()
         ));
-        std::fs::create_dir_all(&dir).expect("manufacturer directory");
+        std::fs::create_dir_all(&dir).expect("vendor directory");
         let file = |name: &str| dir.join(name);
+        std::fs::write(file("root.ext"), &profile.root).expect("extensions file");
+        std::fs::write(file("ca.ext"), &profile.intermediate).expect("extensions file");
         run(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
-                .args(["-subj", "/O=Edgeward Test TPM Vendor/CN=ECC EK Root CA"])
-                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes"])
+                .args(["-subj", "/O=Edgeward Test TPM Vendor/CN=EK Root CA"])
                 .arg("-keyout")
                 .arg(file("root.key"))
                 .arg("-out")
+                .arg(file("root.csr.pem")),
+            "openssl (vendor root key)",
+        );
+        // The root is self-signed with exactly the profile's extensions.
+        run(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "30", "-in"])
+                .arg(file("root.csr.pem"))
+                .arg("-signkey")
+                .arg(file("root.key"))
+                .arg("-extfile")
+                .arg(file("root.ext"))
+                .arg("-out")
                 .arg(file("root.pem")),
-            "openssl (manufacturer root)",
+            "openssl (vendor root)",
         );
         run(
             Command::new("openssl")
                 .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
                 .args(["ec_paramgen_curve:P-256", "-nodes"])
-                .args(["-subj", "/O=Edgeward Test TPM Vendor/CN=ECC EK Issuing CA"])
+                .args(["-subj", "/O=Edgeward Test TPM Vendor/CN=EK Issuing CA"])
                 .arg("-keyout")
                 .arg(file("issuer.key"))
                 .arg("-out")
                 .arg(file("issuer.csr")),
-            "openssl (manufacturer intermediate request)",
+            "openssl (vendor intermediate request)",
         );
-        std::fs::write(
-            file("ca.ext"),
-            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
-        )
-        .expect("extensions file");
         run(
             Command::new("openssl")
                 .args(["x509", "-req", "-days", "30", "-in"])
@@ -198,7 +251,7 @@ impl EccManufacturer {
                 .arg(file("ca.ext"))
                 .arg("-out")
                 .arg(file("issuer.pem")),
-            "openssl (manufacturer intermediate)",
+            "openssl (vendor intermediate)",
         );
         Self {
             ca: Manufacturer {
@@ -209,59 +262,70 @@ impl EccManufacturer {
         }
     }
 
-    /// Makes `tpm`'s P-256 EK (the TCG default template), certifies it and stores the DER
-    /// certificate in NV 0x01C0000A as a TPM vendor does.
-    pub fn certify_ek(&self, tpm: &Swtpm) {
+    /// Makes `tpm`'s EK of `kind` (the TCG default template) and certifies it with `extensions`
+    /// ([`VendorProfile::ek`] syntax). Returns the DER certificate.
+    pub fn issue_ek(&self, tpm: &Swtpm, kind: EkKind, extensions: &str) -> Vec<u8> {
         let work = self.dir.join(format!("tpm-{}", tpm.port));
         std::fs::create_dir_all(&work).expect("directory");
-        let tools = |args: &[&str], what: &str| {
-            run(
-                Command::new(args[0])
-                    .args(&args[1..])
-                    .env("TPM2TOOLS_TCTI", tpm.tcti())
-                    .current_dir(&work),
-                what,
-            )
+        let (algorithm, usage) = match kind {
+            EkKind::Rsa => ("rsa", "keyEncipherment"),
+            EkKind::Ecc => ("ecc", "keyAgreement"),
         };
-        tools(
-            &[
-                "tpm2_createek",
-                "-G",
-                "ecc",
-                "-c",
-                "ek.ctx",
-                "-u",
-                "ek.pem",
-                "-f",
-                "pem",
-            ],
-            "tpm2_createek",
-        );
-        tools(&["tpm2_flushcontext", "-t"], "tpm2_flushcontext");
-        std::fs::write(
-            work.join("ek.ext"),
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,keyAgreement\n",
-        )
-        .expect("extensions file");
+        let public = format!("ek-{algorithm}.pem");
+        if !work.join(&public).exists() {
+            tools(
+                tpm,
+                &work,
+                &[
+                    "tpm2_createek",
+                    "-G",
+                    algorithm,
+                    "-c",
+                    "ek.ctx",
+                    "-u",
+                    &public,
+                    "-f",
+                    "pem",
+                ],
+            );
+            tools(tpm, &work, &["tpm2_flushcontext", "-t"]);
+        }
+        let serial = crate::pypmu::free_port();
+        let ext = format!("ek-{serial}.ext");
+        let der = format!("ek-{serial}.der");
+        std::fs::write(work.join(&ext), extensions.replace("{usage}", usage))
+            .expect("extensions file");
         run(
             Command::new("openssl")
-                .args(["x509", "-new", "-days", "30", "-subj", "/CN=swtpm P-256 EK"])
-                .args(["-force_pubkey", "ek.pem", "-CA"])
+                .args(["x509", "-new", "-days", "30", "-subj"])
+                .arg(format!("/CN=swtpm {algorithm} EK"))
+                .args(["-force_pubkey", &public, "-CA"])
                 .arg(&self.ca.intermediate)
                 .arg("-CAkey")
                 .arg(self.dir.join("issuer.key"))
-                .args(["-extfile", "ek.ext", "-outform", "DER", "-out", "ek.der"])
+                .args(["-extfile", &ext, "-outform", "DER", "-out", &der])
                 .current_dir(&work),
             "openssl (EK certificate)",
         );
-        let size = std::fs::metadata(work.join("ek.der"))
-            .expect("EK certificate")
-            .len()
-            .to_string();
+        std::fs::read(work.join(der)).expect("EK certificate")
+    }
+
+    /// Certifies `tpm`'s EK of `kind` as the profile says and stores the DER certificate in NV
+    /// as a TPM vendor does.
+    pub fn certify_ek_with(&self, tpm: &Swtpm, kind: EkKind, extensions: &str) {
+        let certificate = self.issue_ek(tpm, kind, extensions);
+        let work = self.dir.join(format!("tpm-{}", tpm.port));
+        let path = work.join(format!("nv-{}.der", kind.name()));
+        std::fs::write(&path, &certificate).expect("certificate");
+        let index = format!("{:#010x}", kind.certificate_index());
+        let size = certificate.len().to_string();
+        let path = path.to_string_lossy().into_owned();
         tools(
+            tpm,
+            &work,
             &[
                 "tpm2_nvdefine",
-                "0x01c0000a",
+                &index,
                 "-C",
                 "p",
                 "-s",
@@ -269,22 +333,37 @@ impl EccManufacturer {
                 "-a",
                 "ppwrite|ppread|ownerread|authread|no_da|platformcreate",
             ],
-            "tpm2_nvdefine",
         );
         tools(
-            &["tpm2_nvwrite", "0x01c0000a", "-C", "p", "-i", "ek.der"],
-            "tpm2_nvwrite",
+            tpm,
+            &work,
+            &["tpm2_nvwrite", &index, "-C", "p", "-i", &path],
         );
+    }
+
+    /// Certifies `tpm`'s EK of `kind` as the TCG profile says and stores it in NV.
+    pub fn certify_ek(&self, tpm: &Swtpm, kind: EkKind) {
+        self.certify_ek_with(tpm, kind, &VendorProfile::default().ek);
     }
 }
 
-impl Default for EccManufacturer {
+fn tools(tpm: &Swtpm, dir: &std::path::Path, args: &[&str]) {
+    run(
+        Command::new(args[0])
+            .args(&args[1..])
+            .env("TPM2TOOLS_TCTI", tpm.tcti())
+            .current_dir(dir),
+        args[0],
+    )
+}
+
+impl Default for Vendor {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Drop for EccManufacturer {
+impl Drop for Vendor {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -6,15 +6,23 @@
 //! where a request must be crafted. openssl checks the certificates.
 //!
 //! Checked: the happy path (registration, activation, attestation against the image's signed
-//! manifest, a certificate for the TPM-held key that openssl verifies up to the platform CA),
-//! keys and registration reused across agent and verifier restarts, and each refusal with its
-//! reason and no certificate: wrong nonce, replayed quote, another TPM's quote, an AK never
-//! activated, another TPM taking over an identity, an EK certificate from an unknown CA, an
-//! unreleased image, a tampered event log, a PCR extended after boot, certification without a
-//! valid attestation, and a denied device.
+//! manifest with the skipped checks named, a certificate for the TPM-held key that openssl
+//! verifies up to the platform CA), keys and registration reused across agent and verifier
+//! restarts, and each refusal with its reason and no certificate: wrong nonce, replayed quote,
+//! another TPM's quote, an AK never activated, another TPM taking over an identity, an EK
+//! certificate from an unknown CA, an unreleased image, a tampered event log, a PCR extended
+//! after boot, certification without a valid attestation, and a denied device. Then the holes
+//! an attacker would try next (issue 10): one TPM presenting its EK in another encoding or of
+//! another kind to escape a denial; a certification from another boot, or of a key usable
+//! outside the attested boot; a configuration that lets a PCR pass unchecked; and
+//! unauthenticated requests that would change a device's standing or lock devices out.
+//!
+//! The image is built and booted once for the whole file; each test starts its own verifier
+//! and TPMs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use edgeward_attestation::api::{AttestRequest, EkKey, Hex, RegisterRequest};
@@ -24,8 +32,8 @@ use edgeward_attestation::tpm::{
 };
 use edgeward_bootchain::eventlog::{parse, HashAlgorithm};
 use edgeward_tests::qemu;
-use edgeward_tests::swtpm::{EccManufacturer, Manufacturer, Swtpm};
-use edgeward_tests::{agent_binary, build_image, edgeward_binary, run_edgeward, scratch};
+use edgeward_tests::swtpm::{Manufacturer, Swtpm, Vendor};
+use edgeward_tests::{agent_binary, build_image, edgeward_binary, run_edgeward};
 use serde_json::Value;
 
 struct Verifier {
@@ -116,16 +124,16 @@ impl Drop for Verifier {
 }
 
 /// One device: its TPM, its state directory, where its certificate goes.
-struct Device<'a> {
-    tpm: &'a Swtpm,
+struct Device {
+    tcti: String,
     state: PathBuf,
     out: PathBuf,
 }
 
-impl<'a> Device<'a> {
-    fn new(root: &Path, name: &str, tpm: &'a Swtpm) -> Self {
+impl Device {
+    fn new(root: &Path, name: &str, tpm: &Swtpm) -> Self {
         Self {
-            tpm,
+            tcti: tpm.tcti(),
             state: root.join(name).join("state"),
             out: root.join(name).join("pki"),
         }
@@ -136,7 +144,7 @@ impl<'a> Device<'a> {
         Command::new(agent_binary())
             .args(["attest", "--verifier", &verifier.url, "--ca"])
             .arg(&verifier.ca)
-            .args(["--tcti", &self.tpm.tcti(), "--state"])
+            .args(["--tcti", &self.tcti, "--state"])
             .arg(&self.state)
             .arg("--out")
             .arg(&self.out)
@@ -162,7 +170,7 @@ fn text(output: &Output) -> String {
 }
 
 /// The agent was refused: it failed, said `expected`, and left no certificate.
-fn assert_refused(device: &Device<'_>, output: &Output, expected: &[&str], what: &str) {
+fn assert_refused(device: &Device, output: &Output, expected: &[&str], what: &str) {
     let said = text(output);
     assert!(
         !output.status.success(),
@@ -250,12 +258,32 @@ fn read_blob(state: &Path, name: &str) -> KeyBlob {
     }
 }
 
-#[test]
-fn remote_attestation_end_to_end() {
+/// The released image, booted once under OVMF Secure Boot: its live event log is what the
+/// devices present, and a tampered copy is what an unreleased image's devices present.
+struct Released {
+    dir: PathBuf,
+    keys: PathBuf,
+    image: PathBuf,
+    live_log: Vec<u8>,
+    log_path: PathBuf,
+    tampered: Vec<u8>,
+    tampered_path: PathBuf,
+    /// The platform's existing CA (openssl), under which device CAs are intermediates.
+    platform: PathBuf,
+}
+
+static RELEASED: OnceLock<Option<Released>> = OnceLock::new();
+
+fn released() -> Option<&'static Released> {
+    RELEASED.get_or_init(boot_released).as_ref()
+}
+
+fn boot_released() -> Option<Released> {
     if !qemu::available() {
-        return;
+        return None;
     }
-    let dir = scratch("attestation-test");
+    // Shared by every test of this file, so not removed at the end: the next run removes it.
+    let dir = edgeward_tests::scratch_shared("attestation-test");
 
     // The released image, booted for real: its event log is what the devices present.
     let keys = dir.join("keys");
@@ -314,12 +342,31 @@ fn remote_attestation_end_to_end() {
     ]);
     assert!(made.status.success(), "{}", text(&made));
     // openssl writes PKCS#8, which is what the verifier takes.
+    Some(Released {
+        dir,
+        keys,
+        image,
+        live_log,
+        log_path,
+        tampered,
+        tampered_path,
+        platform,
+    })
+}
 
-    // The verifier: swtpm's local CA is the only manufacturer it trusts.
+/// `edgeward verifier init` of a verifier named `name` for the released image, trusting swtpm's
+/// local CA and the `vendors` given, with `extra` arguments. Returns its configuration file and
+/// port; the caller may edit the file before starting it.
+fn init_verifier(
+    released: &Released,
+    name: &str,
+    vendors: &[&Manufacturer],
+    extra: &[&str],
+) -> (PathBuf, u16) {
     let swtpm_ca = Manufacturer::swtpm_localca();
     let port = free_port();
-    let verifier_dir = dir.join("verifier");
-    run_edgeward(&[
+    let verifier_dir = released.dir.join(name);
+    let mut args: Vec<String> = [
         "verifier",
         "init",
         "--dir",
@@ -327,19 +374,52 @@ fn remote_attestation_end_to_end() {
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--platform-ca",
-        &platform.join("ca.crt").to_string_lossy(),
+        &released.platform.join("ca.crt").to_string_lossy(),
         "--platform-ca-key",
-        &platform.join("ca.key").to_string_lossy(),
-        "--ek-root",
-        &swtpm_ca.root.to_string_lossy(),
-        "--ek-intermediate",
-        &swtpm_ca.intermediate.to_string_lossy(),
+        &released.platform.join("ca.key").to_string_lossy(),
         "--release-key",
-        &image.join("release.pub.raw").to_string_lossy(),
+        &released.image.join("release.pub.raw").to_string_lossy(),
         "--manifest",
-        &image.to_string_lossy(),
-    ]);
-    let config = verifier_dir.join("verifier.toml");
+        &released.image.to_string_lossy(),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    for manufacturer in [&swtpm_ca].into_iter().chain(vendors.iter().copied()) {
+        args.push("--ek-root".into());
+        args.push(manufacturer.root.to_string_lossy().into_owned());
+        args.push("--ek-intermediate".into());
+        args.push(manufacturer.intermediate.to_string_lossy().into_owned());
+    }
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_edgeward(&args);
+    (verifier_dir.join("verifier.toml"), port)
+}
+
+fn start_verifier(config: &Path, port: u16) -> Verifier {
+    let tls_ca = config.with_file_name("tls-ca.crt");
+    Verifier::start(config, port, &tls_ca)
+}
+
+#[test]
+fn remote_attestation_end_to_end() {
+    let Some(released) = released() else { return };
+    let Released {
+        dir,
+        live_log,
+        log_path,
+        tampered,
+        tampered_path,
+        platform,
+        ..
+    } = released;
+    let (live_log, tampered) = (live_log.clone(), tampered.clone());
+    let (log_path, tampered_path) = (log_path.clone(), tampered_path.clone());
+
+    // The verifier: swtpm's local CA is the only manufacturer it trusts.
+    let (config, port) = init_verifier(released, "verifier", &[], &[]);
+    let verifier_dir = config.parent().expect("dir").to_owned();
     let tls_ca = verifier_dir.join("tls-ca.crt");
     let mut verifier = Verifier::start(&config, port, &tls_ca);
 
@@ -348,7 +428,7 @@ fn remote_attestation_end_to_end() {
         return;
     };
     tpm.extend_log(&live_log);
-    let bay1 = Device::new(&dir, "bay-1", &tpm);
+    let bay1 = Device::new(dir, "bay-1", &tpm);
     let output = bay1.attest(&verifier, &log_path, &["--device", "bay-1"]);
     assert!(output.status.success(), "bay-1 attests: {}", text(&output));
     let result: Value = serde_json::from_slice(&output.stdout).expect("JSON result");
@@ -434,6 +514,21 @@ fn remote_attestation_end_to_end() {
         .expect("bay-1 listed");
     assert_eq!(record["state"], "attested");
     assert_eq!(record["certificates"].as_array().map(Vec::len), Some(2));
+    // Nothing passed unnamed: the firmware PCRs the image cannot predict are listed as skipped,
+    // and only those.
+    let skipped: Vec<&str> = record["last_verdict"]["skipped"]
+        .as_array()
+        .expect("skipped checks")
+        .iter()
+        .map(|check| check["check"].as_str().expect("name"))
+        .collect();
+    assert_eq!(skipped, ["pcr0", "pcr1", "pcr2", "pcr3", "pcr5", "pcr6"]);
+    assert!(
+        record["last_verdict"]["skipped"][0]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("log_only_pcrs")),
+        "{record}"
+    );
 
     // Crafted requests with bay-1's real AK.
     let ak = read_blob(&bay1.state, "ak");
@@ -530,7 +625,7 @@ fn remote_attestation_end_to_end() {
     );
 
     // The other TPM cannot take over bay-1's identity, nor register a second one.
-    let other = Device::new(&dir, "other", &other_tpm);
+    let other = Device::new(dir, "other", &other_tpm);
     let output = other.attest(&verifier, &log_path, &["--device", "bay-1"]);
     assert_refused(
         &other,
@@ -546,15 +641,15 @@ fn remote_attestation_end_to_end() {
         "second identity for one TPM",
     );
 
-    // An EK certificate from a CA the verifier does not trust (a P-256 EK of another vendor).
+    // An EK certificate from a CA the verifier does not trust (another vendor's TPM).
     let Some(foreign_tpm) = Swtpm::start() else {
         return;
     };
-    let vendor = EccManufacturer::new();
-    vendor.certify_ek(&foreign_tpm);
+    let vendor = Vendor::new();
+    vendor.certify_ek(&foreign_tpm, EkKind::Rsa);
     foreign_tpm.extend_log(&live_log);
-    let foreign = Device::new(&dir, "foreign", &foreign_tpm);
-    let output = foreign.attest(&verifier, &log_path, &["--device", "bay-4", "--ek", "ecc"]);
+    let foreign = Device::new(dir, "foreign", &foreign_tpm);
+    let output = foreign.attest(&verifier, &log_path, &["--device", "bay-4"]);
     assert_refused(
         &foreign,
         &output,
@@ -568,7 +663,7 @@ fn remote_attestation_end_to_end() {
         return;
     };
     rogue_tpm.extend_log(&tampered);
-    let rogue = Device::new(&dir, "rogue", &rogue_tpm);
+    let rogue = Device::new(dir, "rogue", &rogue_tpm);
     let output = rogue.attest(&verifier, &tampered_path, &["--device", "bay-5"]);
     assert_refused(
         &rogue,
@@ -648,5 +743,513 @@ fn remote_attestation_end_to_end() {
     let table = run_edgeward(&["verifier", "devices", "--config", &config.to_string_lossy()]);
     eprintln!("{table}");
     drop(verifier);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TPM2_Certify of `key` by `device`'s AK (from its state) with a fresh nonce, as the body of
+/// `POST /v1/certify`.
+fn crafted_certify(
+    verifier: &Verifier,
+    tpm: &Swtpm,
+    device: &str,
+    state: &Path,
+    key: impl FnOnce(&mut tss_esapi::Context) -> edgeward_attestation::tpm::DeviceKey,
+) -> Value {
+    let (issued, _) = nonce(verifier, device);
+    let mut context = open(&tpm.tcti()).expect("TPM");
+    let key = key(&mut context);
+    let keys = load_attestation_keys(&mut context, EkKind::Rsa, &read_blob(state, "ak"))
+        .expect("the AK loads");
+    let (certify_info, signature) = edgeward_attestation::tpm::certify(
+        &mut context,
+        &keys,
+        &key,
+        &Nonce::new(issued.clone()).expect("nonce"),
+    )
+    .expect("TPM2_Certify");
+    let public = key.public.clone();
+    keys.flush(&mut context);
+    key.flush(&mut context);
+    serde_json::to_value(edgeward_attestation::api::CertifyRequest {
+        device: device.into(),
+        nonce: Hex(issued),
+        device_key_public: Hex(public),
+        certify_info: Hex(certify_info),
+        signature: Hex(signature),
+    })
+    .expect("JSON")
+}
+
+fn state_of(verifier: &Verifier, device: &str) -> Value {
+    verifier
+        .devices()
+        .into_iter()
+        .find(|record| record["id"] == device)
+        .unwrap_or(Value::Null)
+}
+
+/// The verifier refused with `code` and a reason containing each of `expected`.
+fn assert_refused_with(status: u16, answer: &Value, code: &str, expected: &[&str], what: &str) {
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (403, Some(code)),
+        "{what}: {answer}"
+    );
+    let reason = answer["reason"].as_str().unwrap_or("");
+    for part in expected {
+        assert!(
+            reason.contains(part),
+            "{what}: expected {part:?} in {reason}"
+        );
+    }
+    eprintln!("refused as expected ({what}): {reason}");
+}
+
+#[test]
+fn one_tpm_holds_one_identity_whatever_ek_it_presents() {
+    let Some(released) = released() else { return };
+    let Some(tpm) = Swtpm::start_provisioned() else {
+        return;
+    };
+    // A TPM with two genuine EK certificates: RSA from swtpm's CA, P-256 from a vendor.
+    let vendor = Vendor::new();
+    vendor.certify_ek(&tpm, EkKind::Ecc);
+    tpm.extend_log(&released.live_log);
+
+    // A fleet of RSA EKs: the ECC EK of the same TPM is not a second way in.
+    let (config, port) = init_verifier(released, "verifier-rsa-fleet", &[&vendor.ca], &[]);
+    let verifier = start_verifier(&config, port);
+    let device = Device::new(&released.dir, "dual-ek", &tpm);
+    let output = device.attest(&verifier, &released.log_path, &["--device", "bay-10"]);
+    assert!(output.status.success(), "bay-10 attests: {}", text(&output));
+    // As an attacker would: fresh agent state, the other EK, another name.
+    let other = Device::new(&released.dir, "dual-ek-other", &tpm);
+    let output = other.attest(
+        &verifier,
+        &released.log_path,
+        &["--device", "bay-11", "--ek", "ecc"],
+    );
+    assert_refused(
+        &other,
+        &output,
+        &["ek_kind", "registers an RSA-2048 EK only", "--ek rsa"],
+        "the same TPM's other EK",
+    );
+    drop(verifier);
+
+    // A fleet of P-256 EKs: the EK's encoding is canonical, and a denial holds.
+    let Some(ecc_tpm) = Swtpm::start() else {
+        return;
+    };
+    vendor.certify_ek(&ecc_tpm, EkKind::Ecc);
+    ecc_tpm.extend_log(&released.live_log);
+    let (config, port) = init_verifier(
+        released,
+        "verifier-ecc-fleet",
+        &[&vendor.ca],
+        &["--ek", "ecc"],
+    );
+    let verifier = start_verifier(&config, port);
+    let device = Device::new(&released.dir, "ecc-ek", &ecc_tpm);
+    let output = device.attest(
+        &verifier,
+        &released.log_path,
+        &["--device", "bay-20", "--ek", "ecc"],
+    );
+    assert!(output.status.success(), "bay-20 attests: {}", text(&output));
+    run_edgeward(&[
+        "verifier",
+        "deny",
+        "bay-20",
+        "--config",
+        &config.to_string_lossy(),
+        "--reason",
+        "taken from substation 9",
+    ]);
+    // The same EK with a leading zero before x: the certificate check and MakeCredential would
+    // take it, and its fingerprint would differ. Refused before anything is computed.
+    let (ek, certificate, ak_public) = {
+        let mut context = open(&ecc_tpm.tcti()).expect("TPM");
+        let keys =
+            load_attestation_keys(&mut context, EkKind::Ecc, &read_blob(&device.state, "ak"))
+                .expect("the AK loads");
+        let certificate = read_ek_certificate(&mut context, EkKind::Ecc).expect("EK certificate");
+        let ek = keys.ek_public.clone();
+        let ak_public = keys.ak_blob.public.clone();
+        keys.flush(&mut context);
+        (ek, certificate, ak_public)
+    };
+    let edgeward_attestation::tpm::EkPublic::Ecc { x, y } = &ek else {
+        panic!("a P-256 EK")
+    };
+    for name in [Some("bay-21"), None] {
+        let request = RegisterRequest {
+            device: name.map(str::to_owned),
+            ek: EkKey::Ecc {
+                x: Hex([&[0u8][..], x].concat()),
+                y: Hex(y.to_vec()),
+            },
+            ek_certificate: Hex(certificate.clone()),
+            ek_intermediates: Vec::new(),
+            ak_public: Hex(ak_public.clone()),
+        };
+        let (status, answer) =
+            verifier.post("register", &serde_json::to_value(request).expect("JSON"));
+        assert_refused_with(
+            status,
+            &answer,
+            "ek_key",
+            &["x coordinate is 33 bytes", "exactly 32"],
+            "a padded EK",
+        );
+    }
+    // In its one encoding the EK is bay-20's: denied, under that name or another.
+    let output = device.attest(
+        &verifier,
+        &released.log_path,
+        &["--device", "bay-21", "--ek", "ecc"],
+    );
+    assert_refused(
+        &device,
+        &output,
+        &["ek_taken", "already registered as bay-20"],
+        "a second identity for a denied TPM",
+    );
+    let output = device.attest(
+        &verifier,
+        &released.log_path,
+        &["--device", "bay-20", "--ek", "ecc"],
+    );
+    assert_refused(
+        &device,
+        &output,
+        &["denied", "taken from substation 9"],
+        "the denied device",
+    );
+    assert_eq!(state_of(&verifier, "bay-20")["state"], "denied");
+    assert_eq!(
+        state_of(&verifier, "bay-21"),
+        Value::Null,
+        "no new identity"
+    );
+}
+
+#[test]
+fn certification_comes_from_the_attested_boot() {
+    let Some(released) = released() else { return };
+    let Some(mut tpm) = Swtpm::start_provisioned() else {
+        return;
+    };
+    tpm.extend_log(&released.live_log);
+    let (config, port) = init_verifier(released, "verifier-boots", &[], &[]);
+    let verifier = start_verifier(&config, port);
+    let device = Device::new(&released.dir, "rebooting", &tpm);
+    let output = device.attest(&verifier, &released.log_path, &["--device", "bay-30"]);
+    assert!(output.status.success(), "bay-30 attests: {}", text(&output));
+    let genuine = |context: &mut tss_esapi::Context| {
+        edgeward_attestation::tpm::load_device_key(context, &read_blob(&device.state, "device-key"))
+            .expect("the device key loads")
+    };
+
+    // In the attested boot: the genuine key is certified again (the crafted request is right).
+    let body = crafted_certify(&verifier, &tpm, "bay-30", &device.state, genuine);
+    let (status, answer) = verifier.post("certify", &body);
+    assert_eq!(
+        status, 200,
+        "the genuine key in the attested boot: {answer}"
+    );
+    // A key whose policy is bound to other PCR values, and one with no policy at all.
+    let body = crafted_certify(&verifier, &tpm, "bay-30", &device.state, |context| {
+        edgeward_tests::device_keys::signing_key(context, Some([0x11; 32]))
+    });
+    let (status, answer) = verifier.post("certify", &body);
+    assert_refused_with(
+        status,
+        &answer,
+        "device_key",
+        &["does not bind it to the attested boot's PCRs"],
+        "a key bound to other PCRs",
+    );
+    let body = crafted_certify(&verifier, &tpm, "bay-30", &device.state, |context| {
+        edgeward_tests::device_keys::signing_key(context, None)
+    });
+    let (status, answer) = verifier.post("certify", &body);
+    assert_refused_with(
+        status,
+        &answer,
+        "device_key",
+        &["userWithAuth"],
+        "a key any boot can use",
+    );
+
+    // A reboot into the same released image keeps the device key: its PCRs are the same.
+    let key_before = read_blob(&device.state, "device-key");
+    tpm.reboot();
+    tpm.extend_log(&released.live_log);
+    let output = device.attest(&verifier, &released.log_path, &["--device", "bay-30"]);
+    assert!(
+        output.status.success(),
+        "bay-30 after a reboot: {}",
+        text(&output)
+    );
+    assert_eq!(
+        read_blob(&device.state, "device-key"),
+        key_before,
+        "the same key"
+    );
+
+    // Reboot into an unreleased image within the hour and ask for a certificate.
+    tpm.reboot();
+    tpm.extend_log(&released.tampered);
+    let body = crafted_certify(&verifier, &tpm, "bay-30", &device.state, genuine);
+    let (status, answer) = verifier.post("certify", &body);
+    assert_refused_with(
+        status,
+        &answer,
+        "attestation_required",
+        &["another boot than the accepted attestation", "reset"],
+        "a certification from another boot",
+    );
+    // In that boot the device key does not even sign: its PCRs are not the attested ones.
+    let mut context = open(&tpm.tcti()).expect("TPM");
+    let key = genuine(&mut context);
+    assert!(
+        edgeward_attestation::tpm::sign_digest(&mut context, &key, &[7; 32]).is_err(),
+        "the device key signs in an unreleased boot"
+    );
+    key.flush(&mut context);
+    drop(context);
+    // And the agent there is refused, and writes no certificate.
+    let output = device.attest(&verifier, &released.tampered_path, &["--device", "bay-30"]);
+    assert_refused(
+        &device,
+        &output,
+        &["PCR 4 is", "not image"],
+        "the unreleased boot",
+    );
+    assert!(
+        text(&output).contains("bound to another boot's PCRs"),
+        "the agent saw its key is of another boot: {}",
+        text(&output)
+    );
+
+    // Back in the released image (an update and its rollback look the same): a new key, bound
+    // to this boot, and a certificate for it.
+    tpm.reboot();
+    tpm.extend_log(&released.live_log);
+    let output = device.attest(&verifier, &released.log_path, &["--device", "bay-30"]);
+    assert!(
+        output.status.success(),
+        "bay-30 back in the release: {}",
+        text(&output)
+    );
+    assert_ne!(
+        read_blob(&device.state, "device-key"),
+        key_before,
+        "a new key"
+    );
+    // Three unorderly shutdowns (swtpm killed, as a power cut) and a refused signature left
+    // the TPM's dictionary-attack counter alone: the agent's keys are noDA, so power cuts do
+    // not lock the appliance out of them.
+    let properties = Command::new("tpm2_getcap")
+        .args(["-T", &tpm.tcti(), "properties-variable"])
+        .output()
+        .expect("tpm2_getcap");
+    let properties = String::from_utf8_lossy(&properties.stdout);
+    assert!(
+        properties.contains("TPM2_PT_LOCKOUT_COUNTER: 0x0"),
+        "{properties}"
+    );
+}
+
+#[test]
+fn nothing_passes_by_omission() {
+    let Some(released) = released() else { return };
+    // PCR 9, which the manifest predicts, taken out of the quote: its value would come from the
+    // device's own log. The verifier does not start, and says why.
+    let (config, port) = init_verifier(released, "verifier-omissions", &[], &[]);
+    let original = std::fs::read_to_string(&config).expect("configuration");
+    let refused_start = |text: &str, expected: &[&str], what: &str| {
+        std::fs::write(&config, text).expect("write");
+        let output = Command::new(edgeward_binary())
+            .args(["verifier", "serve", "--config"])
+            .arg(&config)
+            .output()
+            .expect("runs");
+        let said = text_of(&output);
+        assert!(
+            !output.status.success(),
+            "{what}: the verifier started: {said}"
+        );
+        for part in expected {
+            assert!(said.contains(part), "{what}: expected {part:?} in {said}");
+        }
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "{what}: something listens"
+        );
+        eprintln!(
+            "refused as expected ({what}): {}",
+            said.lines().last().unwrap_or("")
+        );
+    };
+    let without_nine = original.replace(
+        "pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13]",
+        "pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13]",
+    );
+    assert_ne!(without_nine, original);
+    refused_start(
+        &without_nine,
+        &[
+            "predicts PCR 9, which pcrs does not quote",
+            "pcrs must quote PCR 9",
+        ],
+        "a predicted PCR not quoted",
+    );
+    // The firmware PCRs with neither values nor the explicit log-only setting.
+    let without_log_only = original.replace("log_only_pcrs = [0, 1, 2, 3, 5, 6]\n", "");
+    assert_ne!(without_log_only, original);
+    refused_start(
+        &without_log_only,
+        &[
+            "PCR 0 is quoted but",
+            "PCR 6 is quoted but",
+            "log_only_pcrs does not name it",
+        ],
+        "quoted PCRs without a reference",
+    );
+    // A PCR both pinned and log-only.
+    let both = format!(
+        "{original}\n[platform_pcrs]\n0 = [\"{}\"]\n",
+        "00".repeat(32)
+    );
+    refused_start(
+        &both,
+        &["PCR 0 is both in platform_pcrs and in log_only_pcrs"],
+        "a contradictory policy",
+    );
+    std::fs::write(&config, &original).expect("write");
+
+    // A signed manifest that predicts nothing would match any boot: it is not released.
+    let empty = released.dir.join("empty-manifest");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let key = edgeward_image::keys::KeyDir::new(&released.keys)
+        .release_key()
+        .expect("release key");
+    edgeward_image::manifest::sign_manifest(
+        &empty,
+        &serde_json::json!({"format": 2, "image_version": "empty", "pcrs": {"sha256": {}}, "events": {}}),
+        &key,
+    )
+    .expect("signed");
+    let output = Command::new(edgeward_binary())
+        .args(["verifier", "init", "--dir"])
+        .arg(released.dir.join("verifier-empty"))
+        .args(["--ek-root"])
+        .arg(Manufacturer::swtpm_localca().root)
+        .args(["--release-key"])
+        .arg(empty.join("release.pub.raw"))
+        .args(["--manifest"])
+        .arg(&empty)
+        .output()
+        .expect("runs");
+    let said = text_of(&output);
+    assert!(
+        !output.status.success(),
+        "an empty manifest was released: {said}"
+    );
+    assert!(said.contains("predicts no PCR"), "{said}");
+    eprintln!(
+        "refused as expected (an empty manifest): {}",
+        said.lines().last().unwrap_or("")
+    );
+}
+
+fn text_of(output: &Output) -> String {
+    text(output)
+}
+
+#[test]
+fn unauthenticated_requests_change_nothing() {
+    let Some(released) = released() else { return };
+    let Some(tpm) = Swtpm::start_provisioned() else {
+        return;
+    };
+    tpm.extend_log(&released.live_log);
+    let (config, port) = init_verifier(released, "verifier-strangers", &[], &[]);
+    let verifier = start_verifier(&config, port);
+    let device = Device::new(&released.dir, "standing", &tpm);
+    let output = device.attest(&verifier, &released.log_path, &["--device", "bay-40"]);
+    assert!(output.status.success(), "bay-40 attests: {}", text(&output));
+    let before = state_of(&verifier, "bay-40");
+    assert_eq!(before["state"], "attested");
+
+    // Anyone may ask for bay-40's nonce; a garbage attestation with it is refused and leaves
+    // bay-40's standing as it was.
+    let (issued, pcrs) = nonce(&verifier, "bay-40");
+    let (status, answer) = verifier.post(
+        "attest",
+        &serde_json::json!({"device": "bay-40", "nonce": hex::encode(&issued),
+            "quote": "ff544347", "signature": "0014000b0000", "event_log": "00"}),
+    );
+    assert_eq!(status, 403, "{answer}");
+    // bay-40's own AK signing for another nonce (an old quote replayed) changes nothing either.
+    let ak = read_blob(&device.state, "ak");
+    let old_quote = crafted_attest(
+        &tpm,
+        &ak,
+        "bay-40",
+        b"an old nonce of an earlier day",
+        &issued,
+        &pcrs,
+        &released.live_log,
+    );
+    let (status, answer) = verifier.post("attest", &old_quote);
+    assert_refused_with(
+        status,
+        &answer,
+        "nonce",
+        &["another nonce"],
+        "a replayed quote",
+    );
+    let after = state_of(&verifier, "bay-40");
+    assert_eq!(after["state"], "attested", "{after}");
+    assert_eq!(after["last_verdict"], before["last_verdict"]);
+    assert_eq!(after["counters"], before["counters"]);
+
+    // 100,000 nonce requests for bay-40 (over one kept-alive connection): the verifier keeps no
+    // book of them, and bay-40 attests right after.
+    let requests = 100_000;
+    let body = serde_json::json!({"device": "bay-40"}).to_string();
+    let mut script = String::new();
+    for index in 0..requests {
+        if index > 0 {
+            script.push_str("next\n");
+        }
+        script.push_str(&format!(
+            "url = \"{}/v1/nonce\"\ncacert = {:?}\nheader = \"content-type: application/json\"\ndata = {body:?}\noutput = \"/dev/null\"\nwrite-out = \"%{{http_code}}\\\\n\"\n",
+            verifier.url,
+            verifier.ca.to_string_lossy()
+        ));
+    }
+    let script_path = released.dir.join("nonce-flood.curl");
+    std::fs::write(&script_path, script).expect("curl script");
+    let started = Instant::now();
+    let flood = Command::new("curl")
+        .args(["-sS", "--parallel", "--parallel-max", "8", "-K"])
+        .arg(&script_path)
+        .output()
+        .expect("curl runs");
+    let codes = String::from_utf8_lossy(&flood.stdout);
+    let answered = codes.lines().filter(|code| *code == "200").count();
+    eprintln!(
+        "{answered} of {requests} nonce requests answered in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(answered, requests, "every nonce request is answered");
+    let output = device.attest(&verifier, &released.log_path, &["--device", "bay-40"]);
+    assert!(
+        output.status.success(),
+        "bay-40 attests after the flood: {}",
+        text(&output)
+    );
 }

@@ -2,7 +2,9 @@
 //! Mosquitto 2 (mTLS, ACL) → `edgeward recorder` → a platform-layout store that
 //! `edgeward verify-data`, openssl and pandas check. Also: the broker refuses clients without a
 //! certificate and a device publishing under another device's topic; an altered block fails
-//! verification; a broker outage loses nothing.
+//! verification; a broker outage loses nothing; another device publishing proofs for a block
+//! that is not its own (a second token, its own signature, a forged token) replaces nothing:
+//! the recorder keeps them aside, named and with the reason.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use edgeward_tests::openssl::try_openssl;
 use edgeward_tests::platform::{
-    block_files, recorded_sequences, software_client, subscribe, Platform,
+    block_files, recorded_sequences, software_client, software_device, subscribe, Platform,
 };
 use edgeward_tests::pypmu::PyPmu;
 
@@ -44,6 +46,7 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
         dir.display()
     );
     std::thread::sleep(Duration::from_secs(1));
+    another_device_replaces_no_proof(&platform, &store);
     drop(recorder);
 
     let (ok, report) = platform.verify_data(&store);
@@ -87,6 +90,29 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
     assert_eq!(
         printed.trim(),
         format!("datetime64[ns] int64 float64 {rows}")
+    );
+    // A block as pandas writes it (the platform's recorder, zstd: optional columns, its own
+    // metadata) is read by the contract's strict schema check, to the same samples.
+    let rewritten = dir.join("pandas-block.parquet");
+    let output = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, pandas; pandas.read_parquet(sys.argv[1]).to_parquet(sys.argv[2], compression=\"zstd\")",
+        ])
+        .arg(&files[1])
+        .arg(&rewritten)
+        .output()
+        .expect("python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        edgeward_measurement::parquet_block::decode_block(std::fs::read(&rewritten).expect("read"))
+            .expect("pandas' block is the contract's"),
+        edgeward_measurement::parquet_block::decode_block(std::fs::read(&files[1]).expect("read"))
+            .expect("block")
     );
 
     // openssl checks one block's token and signature on its own.
@@ -269,4 +295,141 @@ fn the_broker_refuses_strangers_and_other_devices_topics() {
         !by_topic.contains_key("data/measurements/sub1/pmu-a/bay-1"),
         "pmu-b published under pmu-a: {seen}"
     );
+}
+
+/// Device pmu-b, compromised but with a genuine certificate, publishes proofs for one of
+/// pmu-a's recorded blocks: a second genuine token for its digest (from the platform TSA), its
+/// own signature over the digest, and pmu-a's token with a byte altered; and pmu-a's token
+/// once more. The filed proofs stay byte for byte; the three others are kept aside with why.
+fn another_device_replaces_no_proof(platform: &Platform, store: &std::path::Path) {
+    use edgeward_measurement::block::BlockHasher;
+    use edgeward_measurement::store::{signature_path, token_path, ASIDE};
+    let first = block_files(store)
+        .into_iter()
+        .next()
+        .expect("a recorded block");
+    let mut hasher = BlockHasher::new();
+    for sample in
+        edgeward_measurement::parquet_block::decode_block(std::fs::read(&first).expect("read"))
+            .expect("block")
+    {
+        hasher.push(&sample);
+    }
+    let digest = hasher.finish().expect("samples").digest.0;
+    let filed_token = std::fs::read(store.join(token_path(&digest))).expect("a filed token");
+    let filed_signature =
+        std::fs::read(store.join(signature_path(&digest))).expect("a filed signature");
+
+    let work = platform.dir.join("attack");
+    std::fs::create_dir_all(&work).expect("dir");
+    let (certificate, key, pk8) = software_device(platform, "pmu-b");
+    // A second genuine token for pmu-a's digest, asked of the platform TSA now.
+    let query = edgeward_proof::timestamp::request(
+        &digest,
+        edgeward_proof::timestamp::TsaNonce::from_random(*b"attacker"),
+    )
+    .expect("request");
+    std::fs::write(work.join("query.tsq"), &query).expect("write");
+    let second_token = Command::new("curl")
+        .args(["-sS", "-H", "content-type: application/timestamp-query"])
+        .arg("--data-binary")
+        .arg(format!("@{}", work.join("query.tsq").display()))
+        .arg(format!(
+            "http://127.0.0.1:{}/api/v1/timestamp",
+            platform.tsa_port
+        ))
+        .output()
+        .expect("curl")
+        .stdout;
+    assert_ne!(second_token, filed_token);
+    // pmu-b's own signature over the digest, with its genuine certificate.
+    let signing_key = <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(
+        &std::fs::read(&pk8).expect("key"),
+    )
+    .expect("a P-256 key");
+    let chain = vec![
+        pem::parse(std::fs::read(platform.pki("device-ca.crt")).expect("CA"))
+            .expect("PEM")
+            .into_contents(),
+    ];
+    let own = pem::parse(std::fs::read(&certificate).expect("certificate"))
+        .expect("PEM")
+        .into_contents();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let foreign_signature =
+        edgeward_proof::origin::sign_block(&digest, &own, &chain, now, |to_sign| {
+            use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+            signing_key
+                .sign_prehash(to_sign)
+                .map(|signature: p256::ecdsa::Signature| signature.to_der().as_bytes().to_vec())
+        })
+        .expect("signed");
+    let mut forged_token = filed_token.clone();
+    let last = forged_token.len() - 8;
+    forged_token[last] ^= 0x01;
+    let publish = |topic: &str, payload: &[u8], name: &str| {
+        let file = work.join(name);
+        std::fs::write(&file, payload).expect("write");
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
+            .arg("--cafile")
+            .arg(platform.pki("ca.crt"))
+            .arg("--cert")
+            .arg(&certificate)
+            .arg("--key")
+            .arg(&key)
+            .args(["-t", topic, "-q", "1", "-f"])
+            .arg(&file)
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success(), "pmu-b publishes on {topic}");
+    };
+    publish("signatures/tsr", &second_token, "second.tsr");
+    publish("signatures/sig", &foreign_signature, "foreign.p7s");
+    publish("signatures/tsr", &forged_token, "forged.tsr");
+    publish("signatures/tsr", &filed_token, "again.tsr");
+    std::thread::sleep(Duration::from_secs(2));
+
+    assert_eq!(
+        std::fs::read(store.join(token_path(&digest))).expect("token"),
+        filed_token,
+        "the filed token stays"
+    );
+    assert_eq!(
+        std::fs::read(store.join(signature_path(&digest))).expect("signature"),
+        filed_signature,
+        "the filed signature stays"
+    );
+    let mut reasons = Vec::new();
+    let mut kept = 0;
+    for dir in ["data/signatures/tsr", "data/signatures/sig"] {
+        let Ok(entries) = std::fs::read_dir(store.join(ASIDE).join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "reason")
+            {
+                reasons.push(std::fs::read_to_string(&path).expect("reason"));
+            } else {
+                kept += 1;
+            }
+        }
+    }
+    reasons.sort();
+    assert_eq!(kept, 3, "three proofs kept aside: {reasons:?}");
+    let joined = reasons.join("");
+    for expected in [
+        "another valid token is already filed for this digest",
+        "signed by pmu-b, but the block is pmu-a's",
+        "the token does not verify",
+    ] {
+        assert!(joined.contains(expected), "{expected:?} in {reasons:?}");
+    }
+    eprintln!("kept aside as expected: {reasons:?}");
 }
