@@ -394,9 +394,11 @@ pub fn run(command: DemoCommand) -> Result<()> {
     ));
     let verified = crate::verify_data::check_store(
         &store,
-        &pki.join("tsa-root.crt"),
-        &pki.join("device-ca.crt"),
-        None,
+        &crate::proof_trust::load_anchors(
+            &pki.join("tsa-root.crt"),
+            &pki.join("device-ca.crt"),
+            None,
+        )?,
     )?;
     if !verified {
         bail!("some blocks did not verify");

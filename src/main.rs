@@ -5,6 +5,7 @@ mod c37118_cmd;
 mod demo_cmd;
 mod eventlog_cmd;
 mod image_cmd;
+mod proof_trust;
 mod recorder;
 mod sev_cmd;
 mod tsa_cmd;

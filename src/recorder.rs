@@ -26,8 +26,10 @@ use edgeward_measurement::block::BlockHasher;
 use edgeward_measurement::sample::Sample;
 use edgeward_measurement::store;
 use edgeward_measurement::villas::{self, PointTopic, SIGNATURE_TOPIC, TSR_TOPIC};
+use edgeward_proof::block::ProofAnchors;
 use edgeward_proof::origin::{verify_block, ChainTime};
-use edgeward_proof::trust::TrustAnchors;
+
+use crate::proof_trust::ProofTrustArgs;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use sha2::Digest as _;
 use tracing::{info, warn};
@@ -48,16 +50,9 @@ pub struct RecorderArgs {
     /// The store directory (the bucket's root).
     #[arg(long, value_name = "DIR")]
     store: PathBuf,
-    /// The root TSA certificates must chain to (PEM): tokens that do not are kept aside.
-    #[arg(long, value_name = "FILE")]
-    tsa_root: PathBuf,
-    /// The device CA (or the platform CA above it), PEM: signatures that do not chain to it are
-    /// kept aside.
-    #[arg(long, value_name = "FILE")]
-    device_ca: PathBuf,
-    /// The TSA certificate, when its tokens do not carry it (PEM).
-    #[arg(long, value_name = "FILE")]
-    tsa_cert: Option<PathBuf>,
+    /// Tokens and signatures that do not verify with these are kept aside, not filed.
+    #[command(flatten)]
+    trust: ProofTrustArgs,
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<u64>,
@@ -83,9 +78,7 @@ const MAX_PARKED: usize = 10_000;
 struct Store {
     root: PathBuf,
     topics: BTreeMap<PointTopic, Topic>,
-    tsa_root: TrustAnchors,
-    tsa_certificates: Vec<Vec<u8>>,
-    device_ca: TrustAnchors,
+    anchors: ProofAnchors,
     /// SHA-256(block digest) → the digest, for the blocks and tokens filed.
     digests: HashMap<[u8; 32], Known>,
     /// Signatures whose block is not known yet, by SHA-256(block digest).
@@ -252,8 +245,8 @@ impl Store {
             payload,
             &digest,
             None,
-            &self.tsa_root,
-            &self.tsa_certificates,
+            &self.anchors.tsa,
+            &self.anchors.tsa_certificates,
         ) {
             return self.keep_aside(
                 &relative,
@@ -302,7 +295,12 @@ impl Store {
         let (digest, device) = (known.digest, known.device.clone().unwrap_or_default());
         let relative = store::signature_path(&digest);
         // Filed at the signer's claimed time; verify-data judges it at the token's time.
-        let verified = verify_block(signature, &digest, &self.device_ca, ChainTime::SignerClaim);
+        let verified = verify_block(
+            signature,
+            &digest,
+            &self.anchors.devices,
+            ChainTime::SignerClaim,
+        );
         let refusal = match verified {
             Err(error) => Some(format!("the signature does not verify: {error}")),
             Ok(origin) if origin.device != device => Some(format!(
@@ -333,21 +331,10 @@ pub fn run(args: RecorderArgs) -> Result<()> {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };
     let tls = tls_config(&read(&args.ca)?, &read(&args.cert)?, &read(&args.key)?)?;
-    let text = |path: &PathBuf| -> Result<String> {
-        String::from_utf8(read(path)?).with_context(|| format!("{} is not PEM", path.display()))
-    };
     let mut store = Store {
         root: args.store.clone(),
         topics: BTreeMap::new(),
-        tsa_root: TrustAnchors::from_pem(&text(&args.tsa_root)?).context("--tsa-root")?,
-        tsa_certificates: match &args.tsa_cert {
-            Some(path) => pem::parse_many(text(path)?)?
-                .into_iter()
-                .map(pem::Pem::into_contents)
-                .collect(),
-            None => Vec::new(),
-        },
-        device_ca: TrustAnchors::from_pem(&text(&args.device_ca)?).context("--device-ca")?,
+        anchors: args.trust.load()?,
         digests: HashMap::new(),
         parked: HashMap::new(),
         parked_count: 0,

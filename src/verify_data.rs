@@ -11,21 +11,15 @@ use anyhow::{Context, Result};
 use clap::Args;
 use edgeward_measurement::block::BlockHasher;
 use edgeward_proof::block::{verify_proofs, ProofAnchors};
-use edgeward_proof::trust::TrustAnchors;
+
+use crate::proof_trust::ProofTrustArgs;
 
 #[derive(Args)]
 pub struct VerifyDataArgs {
     /// The store (the bucket's root, holding data/).
     store: PathBuf,
-    /// The root the TSA certificate must chain to (PEM).
-    #[arg(long, value_name = "FILE")]
-    tsa_root: PathBuf,
-    /// The device CA (or the platform CA above it), PEM.
-    #[arg(long, value_name = "FILE")]
-    device_ca: PathBuf,
-    /// The TSA certificate, when its tokens do not carry it (PEM).
-    #[arg(long, value_name = "FILE")]
-    tsa_cert: Option<PathBuf>,
+    #[command(flatten)]
+    trust: ProofTrustArgs,
 }
 
 fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -48,35 +42,11 @@ fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 pub fn run(args: VerifyDataArgs) -> Result<bool> {
-    check_store(
-        &args.store,
-        &args.tsa_root,
-        &args.device_ca,
-        args.tsa_cert.as_deref(),
-    )
+    check_store(&args.store, &args.trust.load()?)
 }
 
 /// Checks every block of `store` and prints a line for each; true when all verified.
-pub fn check_store(
-    store: &Path,
-    tsa_root: &Path,
-    device_ca: &Path,
-    tsa_cert: Option<&Path>,
-) -> Result<bool> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let anchors = ProofAnchors {
-        tsa: TrustAnchors::from_pem(&read(tsa_root)?).context("--tsa-root")?,
-        devices: TrustAnchors::from_pem(&read(device_ca)?).context("--device-ca")?,
-        tsa_certificates: match tsa_cert {
-            Some(path) => pem::parse_many(read(path)?)?
-                .into_iter()
-                .map(pem::Pem::into_contents)
-                .collect(),
-            None => Vec::new(),
-        },
-    };
+pub fn check_store(store: &Path, anchors: &ProofAnchors) -> Result<bool> {
     let measurements = store.join("data/measurements");
     let mut files = Vec::new();
     parquet_files(&measurements, &mut files)?;
@@ -87,7 +57,7 @@ pub fn check_store(
             .unwrap_or(file)
             .display()
             .to_string();
-        match check(store, &measurements, file, &anchors) {
+        match check(store, &measurements, file, anchors) {
             Ok(line) => {
                 good += 1;
                 println!("{name}: ok {line}");

@@ -679,11 +679,9 @@ mod tests {
                 Value::Float(50.0)
             ]
         );
-        let refused = |columns: &[TestColumn<'_>]| {
-            match decode_block(file_with(columns)) {
-                Err(ParquetError::Schema(reason)) => reason,
-                other => panic!("read a file outside the contract: {other:?}"),
-            }
+        let refused = |columns: &[TestColumn<'_>]| match decode_block(file_with(columns)) {
+            Err(ParquetError::Schema(reason)) => reason,
+            other => panic!("read a file outside the contract: {other:?}"),
         };
         // Two names swapped, the values where they were: read by position the digest stays
         // valid, while a reader by name gets the frequency where it expects the voltage.

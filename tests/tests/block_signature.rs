@@ -31,6 +31,24 @@ fn der(pem_text: &str) -> Vec<u8> {
     pem::parse(pem_text).expect("PEM").into_contents()
 }
 
+/// A device key made in the TPM and certified by its AK, as the verifier checks it.
+fn certified_device_key(
+    context: &mut tss_esapi::Context,
+) -> (
+    edgeward_attestation::tpm::DeviceKey,
+    edgeward_attestation::quote::CertifiedKey,
+) {
+    let key = create_device_key(context).expect("device key");
+    let keys = create_attestation_keys(context, EkKind::Rsa).expect("AK");
+    let nonce = Nonce::new(b"issue the device cert".to_vec()).expect("nonce");
+    let (attest, signature) = certify(context, &keys, &key, &nonce).expect("certify");
+    let ak = rsa::RsaPublicKey::from_public_key_pem(&keys.ak_public_pem).expect("AK");
+    let (certified, _) = appraise_certify(&key.public, &attest, &signature, &ak, nonce.as_bytes())
+        .expect("certified");
+    keys.flush(context);
+    (key, certified)
+}
+
 #[test]
 fn a_block_signed_in_the_tpm_verifies_with_openssl_and_ours() {
     let Some(tpm) = Swtpm::start() else { return };
@@ -39,14 +57,7 @@ fn a_block_signed_in_the_tpm_verifies_with_openssl_and_ours() {
     };
     let dir = edgeward_tests::scratch("block-signature");
     let mut context = open(&tpm.tcti()).expect("swtpm");
-    let key = create_device_key(&mut context).expect("device key");
-    let keys = create_attestation_keys(&mut context, EkKind::Rsa).expect("AK");
-    let nonce = Nonce::new(b"issue the device cert".to_vec()).expect("nonce");
-    let (attest, signature) = certify(&mut context, &keys, &key, &nonce).expect("certify");
-    let ak = rsa::RsaPublicKey::from_public_key_pem(&keys.ak_public_pem).expect("AK");
-    let (certified, _) = appraise_certify(&key.public, &attest, &signature, &ak, nonce.as_bytes())
-        .expect("certified");
-    keys.flush(&mut context);
+    let (key, certified) = certified_device_key(&mut context);
 
     // The platform's CA is plain OpenSSL (its setup-pki.sh); the verifier's device CA is an
     // intermediate under it.
@@ -186,14 +197,7 @@ fn a_block_is_proven_at_the_tokens_time_by_a_certificate_the_device_ca_issues() 
     let Some(tpm) = Swtpm::start() else { return };
     let dir = edgeward_tests::scratch("block-proofs");
     let mut context = open(&tpm.tcti()).expect("swtpm");
-    let key = create_device_key(&mut context).expect("device key");
-    let keys = create_attestation_keys(&mut context, EkKind::Rsa).expect("AK");
-    let nonce = Nonce::new(b"issue the device cert".to_vec()).expect("nonce");
-    let (attest, signature) = certify(&mut context, &keys, &key, &nonce).expect("certify");
-    let ak = rsa::RsaPublicKey::from_public_key_pem(&keys.ak_public_pem).expect("AK");
-    let (certified, _) = appraise_certify(&key.public, &attest, &signature, &ak, nonce.as_bytes())
-        .expect("certified");
-    keys.flush(&mut context);
+    let (key, certified) = certified_device_key(&mut context);
 
     let (device_ca_pem, device_ca_key) =
         new_ca("Edgeward device CA", None, now() - 86_400, now() + 86_400).expect("device CA");
