@@ -244,9 +244,7 @@ pub fn run(command: DemoCommand) -> Result<()> {
     )?;
     write(
         &run.join("acl"),
-        "user recorder\ntopic read #\n\npattern write data/measurements/+/%u/#\n\
-         pattern write metadata/measurements/+/%u/#\npattern write signatures/+\n\
-         pattern write heartbeats\npattern write notifications\n",
+        &edgeward_platform::acl::mosquitto_acl(&["recorder"]),
     )?;
     write(
         &run.join("mosquitto.conf"),

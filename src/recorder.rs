@@ -1,5 +1,5 @@
 //! `edgeward recorder`: the central side's recorder, subscribing as the platform's does and
-//! filing what arrives in the platform's bucket layout (`edgeward_measurement::store`):
+//! filing what arrives in the platform's bucket layout (`edgeward_platform::store`):
 //!
 //! - `data/measurements/<location>/<device>/<point>/<first sample time, ISO 8601>.parquet`, one
 //!   file per block, cut where a sample carries `new_frame`;
@@ -24,8 +24,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgeward_measurement::block::BlockHasher;
 use edgeward_measurement::sample::Sample;
-use edgeward_measurement::store;
-use edgeward_measurement::villas::{self, PointTopic, SIGNATURE_TOPIC, TSR_TOPIC};
+use edgeward_platform::store;
+use edgeward_platform::topics::{PointTopic, SIGNATURE_TOPIC, TSR_TOPIC};
+use edgeward_platform::villas;
 use edgeward_proof::block::ProofAnchors;
 use edgeward_proof::origin::{verify_block, ChainTime};
 
@@ -202,7 +203,7 @@ impl Store {
             return Ok(());
         };
         let relative = format!("{}/{}", topic.samples(), block_name(&block[0])?);
-        let bytes = edgeward_measurement::parquet_block::encode_block(block)?;
+        let bytes = edgeward_platform::parquet_block::encode_block(block)?;
         let filed = self.file(
             &relative,
             &bytes,

@@ -79,7 +79,7 @@ pub fn check_store(store: &Path, anchors: &ProofAnchors) -> Result<bool> {
 
 /// What the recorder kept aside, relative to the store.
 fn aside_files(store: &Path) -> Result<Vec<String>> {
-    let root = store.join(edgeward_measurement::store::ASIDE);
+    let root = store.join(edgeward_platform::store::ASIDE);
     if !root.is_dir() {
         return Ok(Vec::new());
     }
@@ -110,7 +110,7 @@ fn aside_files(store: &Path) -> Result<Vec<String>> {
 }
 
 fn check(store: &Path, measurements: &Path, file: &Path, anchors: &ProofAnchors) -> Result<String> {
-    let samples = edgeward_measurement::parquet_block::decode_block(std::fs::read(file)?)
+    let samples = edgeward_platform::parquet_block::decode_block(std::fs::read(file)?)
         .context("not a block file")?;
     let mut hasher = BlockHasher::new();
     for sample in &samples {
@@ -125,12 +125,10 @@ fn check(store: &Path, measurements: &Path, file: &Path, anchors: &ProofAnchors)
         .and_then(|relative| relative.iter().nth(1))
         .and_then(|device| device.to_str())
         .context("the file is not under <location>/<device>/<point>")?;
-    let tsr = store.join(edgeward_measurement::store::token_path(&closed.digest.0));
+    let tsr = store.join(edgeward_platform::store::token_path(&closed.digest.0));
     let tsr =
         std::fs::read(&tsr).with_context(|| format!("no time-stamp token for digest {hex}"))?;
-    let p7s = store.join(edgeward_measurement::store::signature_path(
-        &closed.digest.0,
-    ));
+    let p7s = store.join(edgeward_platform::store::signature_path(&closed.digest.0));
     let p7s =
         std::fs::read(&p7s).with_context(|| format!("no device signature for digest {hex}"))?;
     let verified = verify_proofs(&closed.digest.0, &tsr, &p7s, anchors, device)

@@ -248,8 +248,8 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!(open_ms = opening.elapsed().as_millis() as u64, fill = ?buffer.fill()?, "buffer opened");
             let options = pipeline::PipelineOptions {
                 streams: config.pmus,
-                location: edgeward_measurement::villas::TopicSegment::new(&location)?,
-                device: edgeward_measurement::villas::TopicSegment::new(&device)?,
+                location: edgeward_platform::topics::TopicSegment::new(&location)?,
+                device: edgeward_platform::topics::TopicSegment::new(&device)?,
                 interval,
                 buffer,
                 signer,

@@ -14,10 +14,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use edgeward_measurement::block::{BlockFramer, BlockInterval, ClosedBlock};
 use edgeward_measurement::client::{ClientEvent, PmuClient, SessionEvent};
 use edgeward_measurement::sample::{samples_from_data_frame, Sample};
-use edgeward_measurement::villas::{
-    self, PointTopic, TopicSegment, WireSample, HEARTBEAT_TOPIC, NOTIFICATION_TOPIC,
-    SIGNATURE_TOPIC, TSR_TOPIC,
+use edgeward_platform::heartbeat::{BufferFigures, Heartbeat};
+use edgeward_platform::notification::Notification;
+use edgeward_platform::topics::{
+    PointTopic, TopicSegment, HEARTBEAT_TOPIC, NOTIFICATION_TOPIC, SIGNATURE_TOPIC, TSR_TOPIC,
 };
+use edgeward_platform::villas::{self, WireSample};
 use edgeward_proof::timestamp::{self, TsaNonce};
 use edgeward_proof::trust::TrustAnchors;
 use tokio::sync::mpsc;
@@ -129,34 +131,15 @@ pub enum Input {
         topic: Arc<PointTopic>,
         json: String,
     },
-    Notice(Notice),
+    Notice(Notification),
 }
 
-/// A notification in the platform's shape.
-#[derive(Debug, Clone)]
-pub struct Notice {
-    pub title: String,
-    pub body: String,
-    pub kind: &'static str,
-    pub tag: String,
-}
-
-impl Notice {
-    fn message(&self, device: &TopicSegment) -> Outgoing {
-        Outgoing {
-            topic: NOTIFICATION_TOPIC.into(),
-            payload: serde_json::json!({
-                "title": self.title,
-                "body": self.body,
-                "notify_type": self.kind,
-                "body_format": "text",
-                "attachments": [],
-                "tag": format!("{device}/{}", self.tag),
-            })
-            .to_string()
-            .into_bytes(),
-            retain: false,
-        }
+/// A notification of this device, as a buffer message.
+fn notice(notification: &Notification, device: &TopicSegment) -> Outgoing {
+    Outgoing {
+        topic: NOTIFICATION_TOPIC.into(),
+        payload: notification.payload(device),
+        retain: false,
     }
 }
 
@@ -350,7 +333,7 @@ impl Accepter {
                     payload: json.into_bytes(),
                     retain: true,
                 }),
-                Input::Notice(notice) => messages.push(notice.message(&self.device)),
+                Input::Notice(notification) => messages.push(notice(&notification, &self.device)),
             }
         }
         for (name, group) in groups {
@@ -367,16 +350,10 @@ impl Accepter {
         if dropped > 0 {
             warn!(dropped, "buffer full: dropped the oldest messages");
             self.buffer.accept(
-                &[Notice {
-                    title: "Edgeward buffer full".into(),
-                    body: format!(
-                        "{}: dropped the {dropped} oldest messages to keep live data",
-                        self.device
-                    ),
-                    kind: "failure",
-                    tag: "buffer".into(),
-                }
-                .message(&self.device)],
+                &[notice(
+                    &Notification::buffer_full(&self.device, dropped),
+                    &self.device,
+                )],
                 &StateChanges::default(),
             )?;
         }
@@ -455,12 +432,10 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
                 let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepter.samples, heartbeat)];
                 if fill.percent() > 80.0 && !warned_full {
                     warned_full = true;
-                    messages.push(Notice {
-                        title: "Edgeward buffer above 80 %".into(),
-                        body: format!("{device}: {:.0} % of {} bytes used; the oldest data is dropped when full", fill.percent(), fill.max_bytes),
-                        kind: "warning",
-                        tag: "buffer".into(),
-                    }.message(&device));
+                    messages.push(notice(
+                        &Notification::buffer_filling(&device, fill.percent(), fill.max_bytes),
+                        &device,
+                    ));
                 } else if fill.percent() < 50.0 {
                     warned_full = false;
                 }
@@ -472,15 +447,10 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
                     Ok(loaded) if loaded.renewal_overdue(now) => {
                         if !warned_attestation {
                             warned_attestation = true;
-                            messages.push(Notice {
-                                title: "Edgeward attestation failing".into(),
-                                body: format!(
-                                    "{device}: the device certificate was not renewed and expires in {} s; the verifier has not attested this device since (see edgeward-agent attest)",
-                                    loaded.not_after - now
-                                ),
-                                kind: "failure",
-                                tag: "attestation".into(),
-                            }.message(&device));
+                            messages.push(notice(
+                                &Notification::attestation_failing(&device, loaded.not_after - now),
+                                &device,
+                            ));
                         }
                     }
                     Ok(_) => warned_attestation = false,
@@ -526,44 +496,35 @@ fn heartbeat_message(
     samples: u64,
     interval: Duration,
 ) -> Outgoing {
-    let uptime = std::fs::read_to_string("/proc/uptime")
+    let uptime_seconds = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
-    let memory = memory_percent().unwrap_or(0.0);
-    // The platform's monitor drops a heartbeat without sensors.temp; a device without a
-    // thermal zone reports none rather than an invented temperature.
     let temperature = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp")
         .ok()
         .and_then(|text| text.trim().parse::<f64>().ok())
         .map(|milli| milli / 1000.0);
-    let sensors = match temperature {
-        Some(current) => {
-            serde_json::json!({"temp": {"cpu_thermal": [{"label": "", "current": current, "high": null, "critical": null}]}})
-        }
-        None => serde_json::json!({"temp": {}}),
+    let beat = Heartbeat {
+        host: device.clone(),
+        interval_seconds: interval.as_secs(),
+        uptime_seconds,
+        memory_percent: memory_percent().unwrap_or(0.0),
+        disk_percent: disk_percent().unwrap_or(0.0),
+        temperature,
+        buffer: BufferFigures {
+            messages: fill.messages,
+            bytes: fill.bytes,
+            percent: fill.percent(),
+            dropped: fill.dropped,
+            acknowledged: stats.acknowledged.load(Ordering::Relaxed),
+            broker_connected: stats.connected.load(Ordering::Relaxed),
+            samples_accepted: samples,
+        },
+        roles: BTreeMap::new(),
     };
     Outgoing {
         topic: HEARTBEAT_TOPIC.into(),
-        payload: serde_json::json!({
-            "host": device.as_str(),
-            "hb_interval": interval.as_secs(),
-            "uptime": {"system": uptime},
-            "memory": {"percent": memory},
-            "disks": {"/": {"usage": {"percent": disk_percent().unwrap_or(0.0)}}},
-            "sensors": sensors,
-            "edgeward": {
-                "buffer_messages": fill.messages,
-                "buffer_bytes": fill.bytes,
-                "buffer_percent": fill.percent(),
-                "dropped": fill.dropped,
-                "acknowledged": stats.acknowledged.load(Ordering::Relaxed),
-                "broker_connected": stats.connected.load(Ordering::Relaxed),
-                "samples_accepted": samples,
-            },
-        })
-        .to_string()
-        .into_bytes(),
+        payload: beat.payload(),
         retain: false,
     }
 }
@@ -644,13 +605,7 @@ async fn prove_blocks(
                     if reported {
                         reported = false;
                         let _ = buffer.accept(
-                            &[Notice {
-                                title: "TSA reachable again".into(),
-                                body: format!("{device}: blocks are time-stamped again"),
-                                kind: "success",
-                                tag: "tsa".into(),
-                            }
-                            .message(&device)],
+                            &[notice(&Notification::tsa_reachable(&device), &device)],
                             &StateChanges::default(),
                         );
                     }
@@ -660,12 +615,13 @@ async fn prove_blocks(
                     warn!(block = %what, error = %format!("{error:#}"), retry_s = backoff.as_secs(), "cannot prove a block yet");
                     if !reported {
                         reported = true;
-                        let _ = buffer.accept(&[Notice {
-                            title: "TSA unreachable".into(),
-                            body: format!("{device}: {error:#}; blocks wait in the buffer and are time-stamped when it answers"),
-                            kind: "warning",
-                            tag: "tsa".into(),
-                        }.message(&device)], &StateChanges::default());
+                        let _ = buffer.accept(
+                            &[notice(
+                                &Notification::tsa_unreachable(&device, &format!("{error:#}")),
+                                &device,
+                            )],
+                            &StateChanges::default(),
+                        );
                     }
                     failed = true;
                     break;
@@ -744,7 +700,7 @@ async fn read_stream(
                         device: device.clone(),
                         point,
                     });
-                    let json = metadata_json(pmu, &config);
+                    let json = edgeward_platform::layout::point_layout(pmu, &config);
                     let _ = inputs
                         .send(Input::Metadata {
                             topic: topic.clone(),
@@ -764,26 +720,9 @@ async fn read_stream(
                             unlocked = now_unlocked,
                             "PMU clock state changed"
                         );
-                        let notice = Notice {
-                            title: if now_unlocked {
-                                "PMU clock unlocked".into()
-                            } else {
-                                "PMU clock locked again".into()
-                            },
-                            body: format!(
-                                "{} (IDCODE {}): {}",
-                                stream.name,
-                                pmu.idcode.0,
-                                if now_unlocked {
-                                    "the PMU reports a sync error; its timestamps are not GPS-locked"
-                                } else {
-                                    "the PMU is synchronised again"
-                                }
-                            ),
-                            kind: if now_unlocked { "warning" } else { "success" },
-                            tag: format!("pmu/{}/clock", stream.name),
-                        };
-                        if inputs.send(Input::Notice(notice)).await.is_err() {
+                        let notification =
+                            Notification::pmu_clock(&stream.name, pmu.idcode.0, now_unlocked);
+                        if inputs.send(Input::Notice(notification)).await.is_err() {
                             return;
                         }
                     }
@@ -808,45 +747,6 @@ async fn read_stream(
         }
     }
     let _ = inputs
-        .send(Input::Notice(Notice {
-            title: "PMU stream ended".into(),
-            body: format!("{}: the PMU client stopped", stream.name),
-            kind: "failure",
-            tag: format!("pmu/{}", stream.name),
-        }))
+        .send(Input::Notice(Notification::stream_ended(&stream.name)))
         .await;
-}
-
-/// The layout of a PMU's topic: names, units and types in the order of the sample's values.
-fn metadata_json(
-    pmu: &edgeward_measurement::c37118::PmuConfig,
-    config: &edgeward_measurement::c37118::ConfigFrame,
-) -> String {
-    let mut signals = Vec::new();
-    for phasor in &pmu.phasors {
-        use edgeward_measurement::c37118::{PhasorQuantity, PhasorScale};
-        let current = match &phasor.scale {
-            PhasorScale::Unit(unit) => unit.quantity == PhasorQuantity::Current,
-            PhasorScale::Cfg3 { phasor_type, .. } => phasor_type & 0x08 != 0,
-        };
-        let unit = if current { "A" } else { "V" };
-        signals
-            .push(serde_json::json!({"name": phasor.name.trim(), "unit": unit, "type": "complex"}));
-    }
-    signals.push(serde_json::json!({"name": "frequency", "unit": "Hz", "type": "float"}));
-    signals.push(serde_json::json!({"name": "rocof", "unit": "Hz/s", "type": "float"}));
-    for analog in &pmu.analogs {
-        signals.push(serde_json::json!({"name": analog.name.trim(), "unit": "", "type": "float"}));
-    }
-    for word in &pmu.digitals {
-        let names: Vec<&str> = word.names.iter().map(|name| name.trim()).collect();
-        signals.push(serde_json::json!({"name": names.join(","), "unit": "", "type": "integer"}));
-    }
-    serde_json::json!({
-        "station": pmu.station.trim(),
-        "idcode": pmu.idcode.0,
-        "rate": config.data_rate.0,
-        "signals": signals,
-    })
-    .to_string()
 }

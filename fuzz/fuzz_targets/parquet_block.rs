@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = edgeward_measurement::parquet_block::decode_block(data.to_vec());
+    let _ = edgeward_platform::parquet_block::decode_block(data.to_vec());
 });

@@ -2,7 +2,7 @@
 //! encode back to a payload that decodes to the same samples.
 #![no_main]
 
-use edgeward_measurement::villas::{decode, encode};
+use edgeward_platform::villas::{decode, encode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -26,7 +26,7 @@ use edgeward_measurement::c37118::{
     PhasorUnit, PmuConfig, PmuData, Rocof, Stat, TimeBase,
 };
 use edgeward_measurement::sample::samples_from_data_frame;
-use edgeward_measurement::villas::{PointTopic, TopicSegment};
+use edgeward_platform::topics::{PointTopic, TopicSegment};
 use edgeward_tests::platform::Platform;
 
 const PMUS: u16 = 10;

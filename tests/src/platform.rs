@@ -153,16 +153,7 @@ impl Platform {
     pub fn broker_config(&self) -> PathBuf {
         let pki = self.dir.join("pki");
         let acl = self.dir.join("acl");
-        std::fs::write(
-            &acl,
-            "user recorder\ntopic read #\n\n\
-             pattern write data/measurements/+/%u/#\n\
-             pattern write metadata/measurements/+/%u/#\n\
-             pattern write signatures/+\n\
-             pattern write heartbeats\n\
-             pattern write notifications\n",
-        )
-        .expect("acl");
+        std::fs::write(&acl, edgeward_platform::acl::mosquitto_acl(&["recorder"])).expect("acl");
         let config = self.dir.join("mosquitto.conf");
         std::fs::write(
             &config,
@@ -446,7 +437,7 @@ pub fn recorded_sequences(store: &Path) -> Vec<u64> {
     block_files(store)
         .iter()
         .flat_map(|file| {
-            edgeward_measurement::parquet_block::decode_block(std::fs::read(file).expect("read"))
+            edgeward_platform::parquet_block::decode_block(std::fs::read(file).expect("read"))
                 .expect("block")
         })
         .map(|sample| sample.sequence)

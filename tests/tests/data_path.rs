@@ -84,7 +84,7 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
         String::from_utf8_lossy(&output.stderr)
     );
     let rows =
-        edgeward_measurement::parquet_block::decode_block(std::fs::read(&files[1]).expect("read"))
+        edgeward_platform::parquet_block::decode_block(std::fs::read(&files[1]).expect("read"))
             .expect("block")
             .len();
     assert_eq!(
@@ -109,9 +109,9 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(
-        edgeward_measurement::parquet_block::decode_block(std::fs::read(&rewritten).expect("read"))
+        edgeward_platform::parquet_block::decode_block(std::fs::read(&rewritten).expect("read"))
             .expect("pandas' block is the contract's"),
-        edgeward_measurement::parquet_block::decode_block(std::fs::read(&files[1]).expect("read"))
+        edgeward_platform::parquet_block::decode_block(std::fs::read(&files[1]).expect("read"))
             .expect("block")
     );
 
@@ -197,7 +197,7 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
     // One altered value in one block: that block, and only that block, fails.
     let victim = &files[1];
     let mut samples =
-        edgeward_measurement::parquet_block::decode_block(std::fs::read(victim).expect("read"))
+        edgeward_platform::parquet_block::decode_block(std::fs::read(victim).expect("read"))
             .expect("block");
     // The frequency: the first float after the phasors.
     let frequency = samples[10]
@@ -211,7 +211,7 @@ fn pmu_samples_reach_the_store_signed_and_time_stamped() {
     *frequency += 0.001;
     std::fs::write(
         victim,
-        edgeward_measurement::parquet_block::encode_block(&samples).expect("encode"),
+        edgeward_platform::parquet_block::encode_block(&samples).expect("encode"),
     )
     .expect("write");
     let (ok, report) = platform.verify_data(&store);
@@ -303,14 +303,14 @@ fn the_broker_refuses_strangers_and_other_devices_topics() {
 /// once more. The filed proofs stay byte for byte; the three others are kept aside with why.
 fn another_device_replaces_no_proof(platform: &Platform, store: &std::path::Path) {
     use edgeward_measurement::block::BlockHasher;
-    use edgeward_measurement::store::{signature_path, token_path, ASIDE};
+    use edgeward_platform::store::{signature_path, token_path, ASIDE};
     let first = block_files(store)
         .into_iter()
         .next()
         .expect("a recorded block");
     let mut hasher = BlockHasher::new();
     for sample in
-        edgeward_measurement::parquet_block::decode_block(std::fs::read(&first).expect("read"))
+        edgeward_platform::parquet_block::decode_block(std::fs::read(&first).expect("read"))
             .expect("block")
     {
         hasher.push(&sample);

@@ -222,7 +222,7 @@ fn kill_9_at_random_moments_loses_no_accepted_message() {
         let bytes: Vec<u8> = (0..line.len() / 2)
             .filter_map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).ok())
             .collect();
-        let Ok(samples) = edgeward_measurement::villas::decode(&bytes) else {
+        let Ok(samples) = edgeward_platform::villas::decode(&bytes) else {
             panic!("something not VILLAS under data/measurements: {line}");
         };
         for sample in samples {

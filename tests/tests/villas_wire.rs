@@ -10,7 +10,7 @@ use edgeward_measurement::block::{BlockFramer, BlockInterval};
 use edgeward_measurement::c37118::Frame;
 use edgeward_measurement::replay::{replay, ReplayItem};
 use edgeward_measurement::sample::samples_from_data_frame;
-use edgeward_measurement::villas::{decode, encode, WireSample};
+use edgeward_platform::villas::{decode, encode, WireSample};
 
 #[test]
 fn the_platforms_decoder_reads_our_samples_and_agrees_on_every_block_digest() {

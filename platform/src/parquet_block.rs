@@ -21,7 +21,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use crate::sample::{Sample, Timestamp, Value};
+use edgeward_measurement::sample::{Sample, Timestamp, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParquetError {
