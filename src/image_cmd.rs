@@ -10,7 +10,8 @@ use edgeward_image::keys::{init, parse_guid, pem_body};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Create Secure Boot PK/KEK/db, the workload-signing and the release keys in DIR.
+    /// Create Secure Boot PK/KEK/db, the workload-signing, release and configuration keys in
+    /// DIR; in a directory that has some, only the missing ones. Never overwrites.
     Init { dir: PathBuf },
 }
 

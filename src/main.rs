@@ -2,6 +2,7 @@
 //! library crates together; behaviour lives in the libraries.
 
 mod c37118_cmd;
+mod config_cmd;
 mod demo_cmd;
 mod eventlog_cmd;
 mod image_cmd;
@@ -34,9 +35,12 @@ enum Command {
     /// TCG event logs: replay and inspect.
     #[command(subcommand)]
     Eventlog(eventlog_cmd::EventLogCommand),
-    /// Secure Boot, workload and release keys.
+    /// Secure Boot, workload, release and configuration keys.
     #[command(subcommand)]
     Keys(image_cmd::KeysCommand),
+    /// Device configurations: sign one for an appliance, check a signed one.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// The signed, measured boot image.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -92,6 +96,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::C37118(command) => c37118_cmd::run(command),
         Command::Eventlog(command) => eventlog_cmd::run(command),
         Command::Keys(command) => image_cmd::keys(command),
+        Command::Config(command) => config_cmd::run(command),
         Command::Tsa(command) => tsa_cmd::run(command),
         Command::Demo(command) => demo_cmd::run(command),
         Command::Recorder(args) => recorder::run(args),

@@ -1,15 +1,17 @@
-//! The agent's configuration file: read as TOML with unknown fields refused, then turned into
-//! validated types so that the rest of the agent never sees an impossible setting.
+//! The configuration of `edgeward-agent run` and `stream`: the `[[pmu]]` streams (parsed and
+//! validated by `edgeward_config::pmu`, as in the signed device configuration) and the
+//! statistics interval. Read as TOML with unknown fields refused.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use edgeward_measurement::c37118::{Frame, IdCode};
-use edgeward_measurement::client::{Backoff, ClientOptions, Transport};
+use edgeward_config::pmu::{validate_streams, RawPmu};
+use edgeward_measurement::c37118::Frame;
+use edgeward_measurement::client::Transport;
 use serde::Deserialize;
+
+pub use edgeward_config::pmu::PmuStream;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,52 +27,6 @@ fn default_statistics_interval() -> u64 {
     10
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-enum RawTransport {
-    Tcp,
-    TcpUdp,
-    Udp,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPmu {
-    /// A short name for logs: the bay or feeder.
-    name: String,
-    idcode: u16,
-    #[serde(default = "default_transport")]
-    transport: RawTransport,
-    /// `host:port` of the PMU's command port (tcp, tcp-udp).
-    address: Option<String>,
-    /// Local `ip:port` that data datagrams arrive on (tcp-udp, udp).
-    udp_bind: Option<SocketAddr>,
-    /// A CFG-2 frame file: where the latest configuration is kept, and, for spontaneous UDP,
-    /// read at start so data decodes before the stream sends its own.
-    config_cache: Option<PathBuf>,
-    #[serde(default = "default_backoff_initial_ms")]
-    reconnect_initial_ms: u64,
-    #[serde(default = "default_backoff_max_s")]
-    reconnect_max_s: u64,
-}
-
-fn default_transport() -> RawTransport {
-    RawTransport::Tcp
-}
-fn default_backoff_initial_ms() -> u64 {
-    500
-}
-fn default_backoff_max_s() -> u64 {
-    30
-}
-
-/// One PMU stream to read.
-#[derive(Debug, Clone)]
-pub struct PmuStream {
-    pub name: String,
-    pub options: ClientOptions,
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -82,7 +38,10 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
+        let mut config = Self::parse(&text)
+            .with_context(|| format!("invalid configuration {}", path.display()))?;
+        load_config_caches(&mut config.pmus)?;
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Self> {
@@ -90,89 +49,37 @@ impl AgentConfig {
         if raw.statistics_interval == 0 {
             bail!("statistics_interval must be at least 1 second");
         }
-        if raw.pmus.is_empty() {
-            bail!("no [[pmu]] stream is configured");
-        }
-        let mut names = HashSet::new();
-        let mut pmus = Vec::with_capacity(raw.pmus.len());
-        for pmu in raw.pmus {
-            if !names.insert(pmu.name.clone()) {
-                bail!("PMU name {:?} is used twice", pmu.name);
-            }
-            pmus.push(validate_pmu(pmu)?);
-        }
         Ok(Self {
             statistics_interval: Duration::from_secs(raw.statistics_interval),
-            pmus,
+            pmus: validate_streams(raw.pmus)?,
         })
     }
 }
 
-fn validate_pmu(pmu: RawPmu) -> Result<PmuStream> {
-    let name = pmu.name;
-    if pmu.idcode == 0 || pmu.idcode == u16::MAX {
-        bail!(
-            "PMU {name}: IDCODE {} is reserved (use 1-65534)",
-            pmu.idcode
-        );
-    }
-    if pmu.reconnect_initial_ms == 0 || pmu.reconnect_max_s * 1000 < pmu.reconnect_initial_ms {
-        bail!(
-            "PMU {name}: reconnect delays must satisfy 0 < reconnect_initial_ms <= reconnect_max_s"
-        );
-    }
-    let address = |transport: &str| {
-        pmu.address
-            .clone()
-            .with_context(|| format!("PMU {name}: transport {transport} needs `address`"))
-    };
-    let udp_bind = |transport: &str| {
-        pmu.udp_bind
-            .with_context(|| format!("PMU {name}: transport {transport} needs `udp_bind`"))
-    };
-    let transport = match pmu.transport {
-        RawTransport::Tcp => Transport::Tcp {
-            address: address("tcp")?,
-        },
-        RawTransport::TcpUdp => Transport::TcpUdp {
-            address: address("tcp-udp")?,
-            bind: udp_bind("tcp-udp")?,
-        },
-        RawTransport::Udp => {
-            let config = match &pmu.config_cache {
-                Some(path) if path.exists() => {
-                    let bytes = std::fs::read(path)
-                        .with_context(|| format!("PMU {name}: cannot read {}", path.display()))?;
-                    match Frame::decode(&bytes, None) {
-                        Ok(Frame::Config(config)) => Some(config),
-                        Ok(_) => bail!(
-                            "PMU {name}: {} holds no configuration frame",
-                            path.display()
-                        ),
-                        Err(error) => bail!("PMU {name}: {}: {error}", path.display()),
-                    }
-                }
-                _ => None,
-            };
-            Transport::SpontaneousUdp {
-                bind: udp_bind("udp")?,
-                config,
-            }
+/// A spontaneous-UDP stream starts from its cached CFG-2 (if there is one), so that data decodes
+/// before the stream sends its own configuration.
+pub fn load_config_caches(streams: &mut [PmuStream]) -> Result<()> {
+    for stream in streams {
+        let path = stream.options.config_cache.clone();
+        let Transport::SpontaneousUdp { config, .. } = &mut stream.options.transport else {
+            continue;
+        };
+        let Some(path) = path.filter(|path| path.exists()) else {
+            continue;
+        };
+        let name = &stream.name;
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("PMU {name}: cannot read {}", path.display()))?;
+        match Frame::decode(&bytes, None) {
+            Ok(Frame::Config(frame)) => *config = Some(frame),
+            Ok(_) => bail!(
+                "PMU {name}: {} holds no configuration frame",
+                path.display()
+            ),
+            Err(error) => bail!("PMU {name}: {}: {error}", path.display()),
         }
-    };
-    Ok(PmuStream {
-        name,
-        options: ClientOptions {
-            idcode: IdCode(pmu.idcode),
-            transport,
-            backoff: Backoff {
-                initial: Duration::from_millis(pmu.reconnect_initial_ms),
-                max: Duration::from_secs(pmu.reconnect_max_s),
-            },
-            connect_timeout: Duration::from_secs(5),
-            config_cache: pmu.config_cache,
-        },
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@
 //! looking at a substation that stopped delivering data.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
@@ -36,60 +35,16 @@ use crate::quote::{
     authenticate, check_certify, check_quote, parse_ak_public, pcr_digest, Attest, QuoteError,
 };
 
-/// A device identity: the CN of its certificates, its MQTT username and the ACL identity, so it
-/// is restricted to what is safe in all three and in a file name: 1-64 of `a-z 0-9 - _ .`,
-/// starting with a letter or digit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct DeviceId(String);
+pub use edgeward_platform::identity::{DeviceId, IdentityError};
 
-impl DeviceId {
-    pub fn new(text: &str) -> Result<Self, Refusal> {
-        let valid = !text.is_empty()
-            && text.len() <= 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-            && text
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if valid {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(Refusal::BadRequest(format!(
-                "device identity {text:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.', \
-                 starting with a letter or digit"
-            )))
-        }
-    }
-
-    /// The identity of a device that asks for none: from its EK, so it is stable.
-    pub fn from_ek(ek: &EkPublic) -> Self {
-        Self(format!("tpm-{}", &hex::encode(ek.fingerprint())[..20]))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// The identity of a device that asks for none: from its EK, so it is stable.
+pub fn identity_from_ek(ek: &EkPublic) -> DeviceId {
+    DeviceId::from_fingerprint(&ek.fingerprint())
 }
 
-impl TryFrom<String> for DeviceId {
-    type Error = Refusal;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::new(&text)
-    }
-}
-
-impl From<DeviceId> for String {
-    fn from(id: DeviceId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl From<IdentityError> for Refusal {
+    fn from(error: IdentityError) -> Self {
+        Refusal::BadRequest(error.to_string())
     }
 }
 
@@ -549,7 +504,7 @@ pub fn identity_of(request: &RegisterRequest) -> Result<(EkPublic, DeviceId), Re
     let ek = EkPublic::try_from(&request.ek).map_err(|error| Refusal::EkKey(error.to_string()))?;
     let id = match &request.device {
         Some(name) => DeviceId::new(name)?,
-        None => DeviceId::from_ek(&ek),
+        None => identity_from_ek(&ek),
     };
     Ok((ek, id))
 }
@@ -1205,25 +1160,6 @@ pub fn allow(mut record: DeviceRecord) -> DeviceRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identities_are_safe_as_cn_username_topic_and_file_name() {
-        for good in ["bay-7", "substation.north_pmu1", "0a"] {
-            assert!(DeviceId::new(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "Bay7",
-            "-x",
-            "a/b",
-            "a+b",
-            "a#",
-            "../x",
-            &"a".repeat(65),
-        ] {
-            assert!(DeviceId::new(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn counters_never_go_back() {

@@ -299,6 +299,7 @@ fn initramfs(
     options: &BuildOptions,
     kernel: &Kernel,
     work: &Path,
+    config_key: &str,
 ) -> Result<(Vec<u8>, usize), BuildError> {
     let mut archive = Archive::new();
     for dir in ["dev", "proc", "sys", "run", "tmp"] {
@@ -346,6 +347,13 @@ fn initramfs(
         list.push('\n');
     }
     archive.file("etc/edgeward/modules", list.into_bytes(), false);
+    // The trust anchor for device configurations: measured with the initrd (PCR 9 and 11), so
+    // an appliance obeys only configurations its operator signed.
+    archive.file(
+        CONFIG_KEY_PATH,
+        format!("{config_key}\n").into_bytes(),
+        false,
+    );
     let cpio = archive.to_bytes();
     let mut encoder = GzBuilder::new().write(Vec::new(), Compression::best());
     io(
@@ -605,6 +613,9 @@ fn package_version(package: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Where the image keeps the public key that device configurations must be signed with.
+pub const CONFIG_KEY_PATH: &str = "etc/edgeward/config.pub.raw";
+
 /// Builds the image into `options.out`, reporting each stage through `progress`.
 pub fn build(
     options: &BuildOptions,
@@ -634,8 +645,16 @@ pub fn build(
         kernel.package, kernel.version, kernel.release
     ));
 
-    progress("initramfs: agent as /init, its libraries, kernel modules");
-    let (initrd_bytes, module_count) = initramfs(options, &kernel, &work)?;
+    progress("initramfs: agent as /init, its libraries, kernel modules, the configuration key");
+    let config_key = {
+        use ring::signature::KeyPair as _;
+        hex::encode(keys.config_key()?.public_key().as_ref())
+    };
+    write(
+        &options.out.join("config.pub.raw"),
+        format!("{config_key}\n").as_bytes(),
+    )?;
+    let (initrd_bytes, module_count) = initramfs(options, &kernel, &work, &config_key)?;
     let initrd = work.join("initrd.cpio.gz");
     write(&initrd, &initrd_bytes)?;
     progress(&format!(

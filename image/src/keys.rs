@@ -1,9 +1,11 @@
 //! The operator's keys: Secure Boot PK, KEK and db (RSA-2048 X.509, what OVMF and most firmware
-//! accept), the workload-signing key and the release key that signs reference manifests
-//! (Ed25519), and the owner GUID that the firmware stores with each enrolled certificate.
+//! accept), the workload-signing key, the release key that signs reference manifests and the
+//! configuration key that signs device configurations (Ed25519), and the owner GUID that the
+//! firmware stores with each enrolled certificate.
 //!
-//! `init` never overwrites: if any file of the set exists it refuses before writing anything.
-//! Private keys are created with mode 0600.
+//! `init` never overwrites: it creates the keys that are missing (a key directory made before a
+//! key was added to the set gains it) and refuses when every key is there, or when only one file
+//! of a key's pair is. Private keys are created with mode 0600.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -41,6 +43,9 @@ pub enum KeyError {
 /// The Secure Boot keys, by role.
 pub const SECURE_BOOT_KEYS: [&str; 3] = ["PK", "KEK", "db"];
 
+/// The Ed25519 keys: workload bundles, released manifests, device configurations.
+pub const SIGNING_KEYS: [&str; 3] = ["workload", "release", "config"];
+
 /// The paths of a key directory.
 #[derive(Debug, Clone)]
 pub struct KeyDir {
@@ -77,7 +82,7 @@ impl KeyDir {
             .iter()
             .flat_map(|name| [self.private_key(name), self.certificate(name)])
             .collect();
-        for name in ["workload", "release"] {
+        for name in SIGNING_KEYS {
             paths.push(self.private_key(name));
             paths.push(self.public_key(name));
         }
@@ -128,7 +133,16 @@ impl KeyDir {
 
     /// The release key, for signing manifests.
     pub fn release_key(&self) -> Result<ring::signature::Ed25519KeyPair, KeyError> {
-        let path = self.private_key("release");
+        self.ed25519_key("release")
+    }
+
+    /// The configuration key, for signing device configurations.
+    pub fn config_key(&self) -> Result<ring::signature::Ed25519KeyPair, KeyError> {
+        self.ed25519_key("config")
+    }
+
+    fn ed25519_key(&self, name: &str) -> Result<ring::signature::Ed25519KeyPair, KeyError> {
+        let path = self.private_key(name);
         let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
             path: path.clone(),
             source,
@@ -222,47 +236,88 @@ fn certificate(name: &'static str, key: &KeyPair) -> Result<String, KeyError> {
         })
 }
 
-/// Creates a complete key set in `dir` (created if missing). Returns the files written.
+/// Creates the missing keys of the set in `dir` (created if missing). Returns the files written.
 pub fn init(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
     let keys = KeyDir::new(dir);
-    let existing: Vec<PathBuf> = keys
-        .all_paths()
-        .into_iter()
-        .filter(|path| path.exists())
+    let all = keys.all_paths();
+    if all.iter().all(|path| path.exists()) {
+        return Err(KeyError::WouldOverwrite(all));
+    }
+    // A key whose pair is half there is not recreated: that would replace the half that is.
+    let half: Vec<PathBuf> = SECURE_BOOT_KEYS
+        .iter()
+        .map(|name| (keys.private_key(name), keys.certificate(name)))
+        .chain(
+            SIGNING_KEYS
+                .iter()
+                .map(|name| (keys.private_key(name), keys.public_key(name))),
+        )
+        .filter(|(private, public)| private.exists() != public.exists())
+        .map(|(private, public)| if private.exists() { private } else { public })
         .collect();
-    if !existing.is_empty() {
-        return Err(KeyError::WouldOverwrite(existing));
+    if !half.is_empty() {
+        return Err(KeyError::WouldOverwrite(half));
+    }
+    // The Secure Boot keys and the owner GUID go together: the firmware enrols them as a set.
+    let secure_boot_missing = SECURE_BOOT_KEYS
+        .iter()
+        .all(|name| !keys.private_key(name).exists())
+        && !keys.owner_guid_path().exists();
+    let secure_boot_present = SECURE_BOOT_KEYS
+        .iter()
+        .all(|name| keys.private_key(name).exists())
+        && keys.owner_guid_path().exists();
+    if !secure_boot_missing && !secure_boot_present {
+        return Err(KeyError::WouldOverwrite(
+            SECURE_BOOT_KEYS
+                .iter()
+                .map(|name| keys.private_key(name))
+                .chain([keys.owner_guid_path()])
+                .filter(|path| path.exists())
+                .collect(),
+        ));
     }
     std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
         path: dir.to_owned(),
         source,
     })?;
     let mut written = Vec::new();
-    for name in SECURE_BOOT_KEYS {
-        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|error| {
-            KeyError::Generate {
-                name,
-                reason: error.to_string(),
-            }
-        })?;
-        let pem = private
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|error| KeyError::Generate {
-                name,
-                reason: error.to_string(),
-            })?;
-        let pair = KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(
-            |error| KeyError::Generate {
-                name,
-                reason: error.to_string(),
-            },
+    if secure_boot_missing {
+        for name in SECURE_BOOT_KEYS {
+            let private =
+                rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|error| {
+                    KeyError::Generate {
+                        name,
+                        reason: error.to_string(),
+                    }
+                })?;
+            let pem = private
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|error| KeyError::Generate {
+                    name,
+                    reason: error.to_string(),
+                })?;
+            let pair = KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
+                .map_err(|error| KeyError::Generate {
+                    name,
+                    reason: error.to_string(),
+                })?;
+            let cert = certificate(name, &pair)?;
+            write_new(&keys.private_key(name), pem.as_bytes(), 0o600)?;
+            write_new(&keys.certificate(name), cert.as_bytes(), 0o644)?;
+            written.extend([keys.private_key(name), keys.certificate(name)]);
+        }
+        write_new(
+            &keys.owner_guid_path(),
+            format!("{}\n", random_guid()).as_bytes(),
+            0o644,
         )?;
-        let cert = certificate(name, &pair)?;
-        write_new(&keys.private_key(name), pem.as_bytes(), 0o600)?;
-        write_new(&keys.certificate(name), cert.as_bytes(), 0o644)?;
-        written.extend([keys.private_key(name), keys.certificate(name)]);
+        written.push(keys.owner_guid_path());
     }
-    for name in ["workload", "release"] {
+    for name in SIGNING_KEYS {
+        if keys.private_key(name).exists() {
+            continue;
+        }
         let pair =
             KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|error| KeyError::Generate {
                 name,
@@ -280,12 +335,6 @@ pub fn init(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
         )?;
         written.extend([keys.private_key(name), keys.public_key(name)]);
     }
-    write_new(
-        &keys.owner_guid_path(),
-        format!("{}\n", random_guid()).as_bytes(),
-        0o644,
-    )?;
-    written.push(keys.owner_guid_path());
     Ok(written)
 }
 
@@ -299,10 +348,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("edgeward-keys-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let written = init(&dir).expect("keys are created");
-        assert_eq!(written.len(), 11);
+        assert_eq!(written.len(), 13);
         let keys = KeyDir::new(&dir);
         keys.check().expect("complete");
-        for name in ["PK", "KEK", "db", "workload", "release"] {
+        for name in ["PK", "KEK", "db", "workload", "release", "config"] {
             let mode = std::fs::metadata(keys.private_key(name))
                 .expect("exists")
                 .permissions()
@@ -312,11 +361,28 @@ mod tests {
         assert!(keys.certificate_der("db").expect("readable").len() > 500);
         parse_guid(&keys.owner_guid().expect("a GUID")).expect("parses");
         keys.release_key().expect("an Ed25519 key");
+        keys.config_key().expect("an Ed25519 key");
         let before = std::fs::read(keys.private_key("PK")).expect("readable");
         match init(&dir) {
-            Err(KeyError::WouldOverwrite(paths)) => assert_eq!(paths.len(), 11),
+            Err(KeyError::WouldOverwrite(paths)) => assert_eq!(paths.len(), 13),
             other => panic!("expected a refusal, got {other:?}"),
         }
+        // A set made before the configuration key existed gains it, and keeps everything else.
+        std::fs::remove_file(keys.private_key("config")).expect("remove");
+        std::fs::remove_file(keys.public_key("config")).expect("remove");
+        let release = std::fs::read(keys.private_key("release")).expect("readable");
+        let added = init(&dir).expect("the missing key is added");
+        assert_eq!(
+            added,
+            vec![keys.private_key("config"), keys.public_key("config")]
+        );
+        assert_eq!(
+            std::fs::read(keys.private_key("release")).expect("readable"),
+            release
+        );
+        // Half a pair is never completed: its other half would not match.
+        std::fs::remove_file(keys.public_key("config")).expect("remove");
+        assert!(matches!(init(&dir), Err(KeyError::WouldOverwrite(_))));
         assert_eq!(
             std::fs::read(keys.private_key("PK")).expect("readable"),
             before

@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod heartbeat;
+pub mod identity;
 pub mod layout;
 pub mod notification;
 pub mod parquet_block;

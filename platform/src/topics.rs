@@ -37,6 +37,11 @@ impl TopicSegment {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A device identity's level: its characters are a subset of a segment's.
+    pub(crate) fn from_identity(id: &crate::identity::DeviceId) -> Self {
+        Self(id.as_str().to_owned())
+    }
 }
 
 impl std::fmt::Display for TopicSegment {

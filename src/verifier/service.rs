@@ -43,6 +43,12 @@ impl From<Refusal> for Failure {
     }
 }
 
+impl From<verifier::IdentityError> for Failure {
+    fn from(error: verifier::IdentityError) -> Self {
+        Self::Refused(error.into())
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Self::Internal(error)
