@@ -1,15 +1,20 @@
-//! The device certificate and its chain, read from the files `edgeward-agent attest` keeps
-//! renewing: read again for every broker connection and every block signature, so that a
-//! renewed certificate is used without a restart.
+//! The device certificate and its chain. In the appliance the attestation role holds them in
+//! memory, shared with the roles that use them ([`DeviceCredentials::shared`]), and keeps the
+//! files only so that a restart has them; run as separate commands (`edgeward-agent attest
+//! --daemon` beside `stream`), the files are read again for every broker connection and every
+//! block signature ([`DeviceCredentials::files`]), so that a renewed certificate is used
+//! without a restart.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 
-/// Where the certificate files are.
+/// Where the certificate is, and, shared between roles, what it is now.
 #[derive(Debug, Clone)]
 pub struct DeviceCredentials {
     pki: PathBuf,
+    current: Option<Arc<RwLock<Option<Loaded>>>>,
 }
 
 /// What the files hold now.
@@ -27,13 +32,50 @@ pub struct Loaded {
 }
 
 impl DeviceCredentials {
-    pub fn new(pki: &Path) -> Self {
+    /// Read from the files in `pki` at every use.
+    pub fn files(pki: &Path) -> Self {
         Self {
             pki: pki.to_owned(),
+            current: None,
         }
     }
 
+    /// Held in memory and shared by the clones; read from the files in `pki` when first needed
+    /// and whenever [`DeviceCredentials::reload`] says they changed.
+    pub fn shared(pki: &Path) -> Self {
+        Self {
+            pki: pki.to_owned(),
+            current: Some(Arc::new(RwLock::new(None))),
+        }
+    }
+
+    /// The certificate as it is now.
     pub fn load(&self) -> Result<Loaded> {
+        let Some(current) = &self.current else {
+            return self.read();
+        };
+        if let Some(loaded) = current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(loaded.clone());
+        }
+        self.reload()
+    }
+
+    /// The attestation role wrote a new certificate: every holder uses it from now on.
+    pub fn reload(&self) -> Result<Loaded> {
+        let loaded = self.read()?;
+        if let Some(current) = &self.current {
+            *current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    fn read(&self) -> Result<Loaded> {
         let read = |name: &str| {
             let path = self.pki.join(name);
             std::fs::read_to_string(&path)

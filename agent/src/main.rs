@@ -4,12 +4,11 @@
 //! Today it reads the substation's PMU streams and reports what it receives; later issues give
 //! it attestation, signing and forwarding.
 
-mod attest;
 mod init;
 mod streams;
-mod verifier_client;
 
-use edgeward_agent::{buffer, config, forwarder, mtls, pipeline, tpm_worker};
+use edgeward_agent::attest_role as attest;
+use edgeward_agent::{buffer, config, forwarder, mtls, pipeline, tpm};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -218,7 +217,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))
             };
-            let credentials = edgeward_agent::credentials::DeviceCredentials::new(&pki);
+            let credentials = edgeward_agent::credentials::DeviceCredentials::files(&pki);
             let device = credentials.load()?.identity;
             let (host, port) = broker
                 .rsplit_once(':')
@@ -226,7 +225,7 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("--broker {broker:?} is not HOST:PORT"))?;
             let interval = edgeward_measurement::block::BlockInterval::from_secs(block_seconds)
                 .context("--block-seconds must be at least 1")?;
-            let signer = tpm_worker::TpmSigner::start(&tcti, &state)?;
+            let signer = tpm::TpmSigner::start(&tcti, &state)?;
             let broker_ca = read(&broker_ca)?;
             let tls: forwarder::TlsSource = {
                 let (credentials, signer) = (credentials.clone(), signer.clone());
@@ -302,8 +301,8 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let options = attest::Options {
                 verifier,
-                ca,
-                tcti,
+                ca: std::fs::read_to_string(&ca)
+                    .with_context(|| format!("cannot read the verifier CA {}", ca.display()))?,
                 ek,
                 device,
                 state,
@@ -314,10 +313,25 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
+            let tpm = tpm::Tpm::open(&tcti)?;
+            let credentials = edgeward_agent::credentials::DeviceCredentials::files(&options.out);
             if daemon {
-                runtime.block_on(attest::daemon(options))
+                runtime.block_on(async {
+                    let (stopping, stop) = tokio::sync::watch::channel(false);
+                    let mut terminate =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = terminate.recv() => {}
+                            _ = tokio::signal::ctrl_c() => {}
+                        }
+                        let _ = stopping.send(true);
+                    });
+                    attest::daemon(options, tpm, credentials, stop).await
+                })
             } else {
-                let outcome = runtime.block_on(attest::attest_once(&options))?;
+                let outcome =
+                    runtime.block_on(attest::attest_once(&options, &tpm, &credentials))?;
                 println!(
                     "{}",
                     serde_json::json!({

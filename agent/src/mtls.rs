@@ -10,7 +10,7 @@ use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 use sha2::Digest as _;
 
-use crate::tpm_worker::TpmSigner;
+use crate::tpm::TpmSigner;
 
 #[derive(Debug)]
 struct TpmKey(TpmSigner);

@@ -28,7 +28,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::buffer::{Buffer, Outgoing, StateChanges};
 use crate::config::PmuStream;
 use crate::forwarder::{BrokerOptions, ForwarderStats};
-use crate::tpm_worker::TpmSigner;
+use crate::tpm::TpmSigner;
 
 /// Everything the pipeline needs.
 pub struct PipelineOptions {

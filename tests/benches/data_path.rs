@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use edgeward_agent::buffer::{Buffer, Limits};
 use edgeward_agent::forwarder::{self, BrokerOptions, ForwarderStats};
 use edgeward_agent::pipeline::{Accepter, Input};
-use edgeward_agent::tpm_worker::TpmSigner;
+use edgeward_agent::tpm::TpmSigner;
 use edgeward_measurement::block::BlockInterval;
 use edgeward_measurement::c37118::{
     CommonHeader, ConfigFrame, DataFormat, DataFrame, DataRate, FracSec, Frame, FrameType,

@@ -1,13 +1,15 @@
-//! `edgeward-agent attest`: registration (EK certificate, AK, ActivateCredential), attestation
-//! (quote with the verifier's nonce, event log) and certification of the device key, then the
-//! certificate written out. Keys are TPM blobs in the state directory and reused across
-//! restarts; in daemon mode the certificate is renewed before it expires and the device
-//! re-attests on SIGHUP or when the verifier asks for it.
+//! The attestation role (and `edgeward-agent attest`): registration (EK certificate, AK,
+//! ActivateCredential), attestation (quote with the verifier's nonce, event log) and
+//! certification of the device key, then the certificate written out and handed to the roles
+//! that use it. Keys are TPM blobs in the state directory and reused across restarts; every TPM
+//! step runs on the agent's one TPM owner ([`crate::tpm::Tpm`]). In daemon mode the certificate
+//! is renewed before it expires and the device re-attests on SIGHUP.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use edgeward_attestation::api::{
     ActivateRequest, ActivateResponse, AttestRequest, CertifyRequest, CertifyResponse, EkKey, Hex,
     NonceRequest, NonceResponse, RegisterRequest, RegisterResponse, Verdict,
@@ -15,6 +17,8 @@ use edgeward_attestation::api::{
 use edgeward_attestation::tpm::{self, EkKind, KeyBlob, PcrSelection};
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::DeviceCredentials;
+use crate::tpm::Tpm;
 use crate::verifier_client::{Refused, VerifierClient};
 
 /// The kernel's copy of the firmware's event log.
@@ -23,8 +27,8 @@ pub const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements"
 #[derive(Debug, Clone)]
 pub struct Options {
     pub verifier: String,
-    pub ca: PathBuf,
-    pub tcti: String,
+    /// The verifier's TLS CA, PEM.
+    pub ca: String,
     pub ek: EkKind,
     pub device: Option<String>,
     pub state: PathBuf,
@@ -39,6 +43,13 @@ struct Registration {
     device: String,
     /// SHA-256 of the AK blob's public part that was activated.
     ak: String,
+}
+
+/// The AK's TPM2_Certify of the device key: its public area, the attestation and signature.
+struct Certification {
+    public: Vec<u8>,
+    info: Vec<u8>,
+    signature: Vec<u8>,
 }
 
 /// What one attestation gave.
@@ -95,87 +106,104 @@ fn refusal_code(error: &anyhow::Error) -> Option<&str> {
         .map(|refused| refused.body.error.as_str())
 }
 
-/// One run: register if needed, attest, certify, write the certificate.
-pub async fn attest_once(options: &Options) -> Result<Outcome> {
-    let ca = std::fs::read_to_string(&options.ca)
-        .with_context(|| format!("cannot read the verifier CA {}", options.ca.display()))?;
-    let client = VerifierClient::new(&options.verifier, &ca)?;
+/// One run: register if needed, attest, certify, write the certificate and hand it to
+/// `credentials`.
+pub async fn attest_once(
+    options: &Options,
+    tpm: &Tpm,
+    credentials: &DeviceCredentials,
+) -> Result<Outcome> {
+    let client = VerifierClient::new(&options.verifier, &options.ca)?;
     std::fs::create_dir_all(&options.state)
         .with_context(|| format!("cannot create {}", options.state.display()))?;
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
-
-    let mut context = tpm::open(&options.tcti)?;
-    let flushed = tpm::flush_leftover_objects(&mut context)?;
-    if flushed > 0 {
-        tracing::warn!(
-            flushed,
-            "flushed objects an earlier run left loaded in the TPM"
-        );
+    ensure_device_key(options, tpm).await?;
+    let saved = read_blob(&options.state, "ak")?;
+    let ek = options.ek;
+    // The device key is loaded first (it needs the storage root key beside it, and a TPM
+    // without a resource manager has three object slots); EK and AK come next.
+    let (keys, created) = tpm
+        .call(move |state| -> Result<(tpm::AttestationKeys, bool)> {
+            Ok(match saved {
+                Some(blob) => (
+                    tpm::load_attestation_keys(&mut state.context, ek, &blob).context(
+                        "the saved AK does not load under this TPM's EK (was the TPM cleared?)",
+                    )?,
+                    false,
+                ),
+                None => (tpm::create_attestation_keys(&mut state.context, ek)?, true),
+            })
+        })
+        .await??;
+    if created {
+        write_blob(&options.state, "ak", &keys.ak_blob)?;
+        tracing::info!("AK created under the EK");
     }
-    // The device key first: it needs the storage root key loaded beside it, and a TPM without a
-    // resource manager has three object slots.
-    let saved = match read_blob(&options.state, "device-key")? {
-        Some(blob) => Some(
-            tpm::load_device_key(&mut context, &blob)
-                .context("the saved device key does not load in this TPM (was the TPM cleared?)")?,
-        ),
-        None => None,
-    };
-    // The key signs only in the boot whose PCRs it is bound to; after an image update (or in
-    // any other boot) it is useless, and a new key gets a new certificate (docs/decisions/0021).
-    let current = tpm::current_device_key_policy(&mut context)?;
-    let device_key = match saved {
-        Some(key) if key.policy == current => key,
-        stale => {
-            if let Some(key) = stale {
+    let keys = Arc::new(keys);
+    let result = attest_with(options, &client, tpm, &keys, credentials).await;
+    let keys = Arc::try_unwrap(keys).map_err(|_| anyhow!("the AK is still in use"))?;
+    tpm.call(move |state| keys.flush(&mut state.context))
+        .await?;
+    result
+}
+
+/// Loads the saved device key, or makes a new one when there is none or it is bound to another
+/// boot's PCRs (an image update): the key signs only in the boot it was made in.
+async fn ensure_device_key(options: &Options, tpm: &Tpm) -> Result<()> {
+    let saved = read_blob(&options.state, "device-key")?;
+    let made = tpm
+        .call(move |state| -> Result<Option<KeyBlob>> {
+            let current = tpm::current_device_key_policy(&mut state.context)?;
+            if state
+                .device_key
+                .as_ref()
+                .is_some_and(|key| key.policy == current)
+            {
+                return Ok(None);
+            }
+            if let Some(old) = state.device_key.take() {
+                old.flush(&mut state.context);
+            }
+            if let Some(blob) = saved {
+                let key = tpm::load_device_key(&mut state.context, &blob).context(
+                    "the saved device key does not load in this TPM (was the TPM cleared?)",
+                )?;
+                if key.policy == current {
+                    state.device_key = Some(key);
+                    return Ok(None);
+                }
                 tracing::warn!(
                     key_policy = %hex::encode(&key.policy),
                     boot_policy = %hex::encode(current),
                     "the saved device key is bound to another boot's PCRs (an image update?): \
                      making a new one"
                 );
-                key.flush(&mut context);
+                key.flush(&mut state.context);
             }
-            let key = tpm::create_device_key(&mut context)?;
-            write_blob(&options.state, "device-key", &key.blob())?;
-            tracing::info!(pcrs = ?tpm::DEVICE_KEY_PCRS, "device key created in the TPM, bound to this boot");
-            key
-        }
-    };
-    let result = with_device_key(options, &client, &mut context, &device_key).await;
-    device_key.flush(&mut context);
-    result
-}
-
-async fn with_device_key(
-    options: &Options,
-    client: &VerifierClient,
-    context: &mut tss_esapi::Context,
-    device_key: &tpm::DeviceKey,
-) -> Result<Outcome> {
-    let keys = match read_blob(&options.state, "ak")? {
-        Some(blob) => tpm::load_attestation_keys(context, options.ek, &blob)
-            .context("the saved AK does not load under this TPM's EK (was the TPM cleared?)")?,
-        None => {
-            let keys = tpm::create_attestation_keys(context, options.ek)?;
-            write_blob(&options.state, "ak", &keys.ak_blob)?;
-            tracing::info!("AK created under the EK");
-            keys
-        }
-    };
-    let result = attest_with(options, client, context, &keys, device_key).await;
-    keys.flush(context);
-    result
+            let key = tpm::create_device_key(&mut state.context)?;
+            let blob = key.blob();
+            state.device_key = Some(key);
+            Ok(Some(blob))
+        })
+        .await??;
+    if let Some(blob) = made {
+        write_blob(&options.state, "device-key", &blob)?;
+        tracing::info!(pcrs = ?tpm::DEVICE_KEY_PCRS, "device key created in the TPM, bound to this boot");
+    }
+    Ok(())
 }
 
 async fn register(
     options: &Options,
     client: &VerifierClient,
-    context: &mut tss_esapi::Context,
-    keys: &tpm::AttestationKeys,
+    tpm: &Tpm,
+    keys: &Arc<tpm::AttestationKeys>,
 ) -> Result<String> {
-    let ek_certificate = tpm::read_ek_certificate(context, options.ek)
+    let ek = options.ek;
+    let ek_certificate = tpm
+        .call(move |state| tpm::read_ek_certificate(&mut state.context, ek))
+        .await?
         .context("the TPM has no EK certificate for this EK kind (try --ek rsa or --ek ecc)")?;
     let request = RegisterRequest {
         device: options.device.clone(),
@@ -185,13 +213,17 @@ async fn register(
         ak_public: Hex(keys.ak_blob.public.clone()),
     };
     let challenge: RegisterResponse = client.post("register", &request).await?;
-    let secret = tpm::activate_credential(
-        context,
-        keys,
-        &challenge.id_object.0,
-        &challenge.encrypted_secret.0,
-    )
-    .context("ActivateCredential failed: the challenge is not for this TPM's EK and AK")?;
+    let (id_object, encrypted_secret) = (
+        challenge.id_object.0.clone(),
+        challenge.encrypted_secret.0.clone(),
+    );
+    let held = keys.clone();
+    let secret = tpm
+        .call(move |state| {
+            tpm::activate_credential(&mut state.context, &held, &id_object, &encrypted_secret)
+        })
+        .await?
+        .context("ActivateCredential failed: the challenge is not for this TPM's EK and AK")?;
     let _: ActivateResponse = client
         .post(
             "activate",
@@ -218,9 +250,9 @@ async fn register(
 async fn attest_with(
     options: &Options,
     client: &VerifierClient,
-    context: &mut tss_esapi::Context,
-    keys: &tpm::AttestationKeys,
-    device_key: &tpm::DeviceKey,
+    tpm: &Tpm,
+    keys: &Arc<tpm::AttestationKeys>,
+    credentials: &DeviceCredentials,
 ) -> Result<Outcome> {
     let registration: Option<Registration> = std::fs::read(options.state.join("registration.json"))
         .ok()
@@ -235,7 +267,7 @@ async fn attest_with(
     });
     let mut device = match current {
         Some(registration) => registration.device,
-        None => register(options, client, context, keys).await?,
+        None => register(options, client, tpm, keys).await?,
     };
     let nonce: NonceResponse = match client
         .post(
@@ -254,7 +286,7 @@ async fn attest_with(
             ) =>
         {
             tracing::warn!(%error, "registering again");
-            device = register(options, client, context, keys).await?;
+            device = register(options, client, tpm, keys).await?;
             client
                 .post(
                     "nonce",
@@ -270,12 +302,11 @@ async fn attest_with(
         bank: tss_esapi::interface_types::algorithm::HashingAlgorithm::Sha256,
         pcrs: nonce.pcrs.clone(),
     };
-    let quote = tpm::quote_with(
-        context,
-        keys,
-        &tpm::Nonce::new(nonce.nonce.0.clone())?,
-        &selection,
-    )?;
+    let quote_nonce = tpm::Nonce::new(nonce.nonce.0.clone())?;
+    let (held, quoted) = (keys.clone(), selection.clone());
+    let quote = tpm
+        .call(move |state| tpm::quote_with(&mut state.context, &held, &quote_nonce, &quoted))
+        .await??;
     let event_log = std::fs::read(&options.event_log)
         .with_context(|| format!("cannot read the event log {}", options.event_log.display()))?;
     let request = AttestRequest {
@@ -302,19 +333,34 @@ async fn attest_with(
             },
         )
         .await?;
-    let (certify_info, signature) = tpm::certify(
-        context,
-        keys,
-        device_key,
-        &tpm::Nonce::new(nonce.nonce.0.clone())?,
-    )?;
+    let certify_nonce = tpm::Nonce::new(nonce.nonce.0.clone())?;
+    let held = keys.clone();
+    let certification = tpm
+        .call(move |state| -> Result<Certification> {
+            let key = state
+                .device_key
+                .as_ref()
+                .ok_or_else(|| anyhow!("no device key is loaded"))?;
+            let (info, signature) = tpm::certify(&mut state.context, &held, key, &certify_nonce)?;
+            Ok(Certification {
+                public: key.public.clone(),
+                info,
+                signature,
+            })
+        })
+        .await??;
+    let (device_key_public, certify_info, signature) = (
+        certification.public,
+        certification.info,
+        certification.signature,
+    );
     let certified: CertifyResponse = client
         .post(
             "certify",
             &CertifyRequest {
                 device: device.clone(),
                 nonce: nonce.nonce,
-                device_key_public: Hex(device_key.public.clone()),
+                device_key_public: Hex(device_key_public),
                 certify_info: Hex(certify_info),
                 signature: Hex(signature),
             },
@@ -330,6 +376,7 @@ async fn attest_with(
         certified.chain.as_bytes(),
         0o644,
     )?;
+    credentials.reload()?;
     tracing::info!(%device, serial = %certified.serial, not_after = certified.not_after, out = %options.out.display(), "device certificate written");
     Ok(Outcome {
         device,
@@ -357,15 +404,19 @@ fn next_run(outcome: &Outcome, issued: u64) -> Duration {
 }
 
 /// Daemon mode: attest, renew before expiry, re-attest on SIGHUP; failures retry with backoff
-/// and never stop the daemon.
-pub async fn daemon(options: Options) -> Result<()> {
+/// and never stop the daemon. Returns when `stop` changes.
+pub async fn daemon(
+    options: Options,
+    tpm: Tpm,
+    credentials: DeviceCredentials,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let mut backoff = Duration::from_secs(5);
     loop {
         let started = now_seconds();
-        let wait = match attest_once(&options).await {
+        let wait = match attest_once(&options, &tpm, &credentials).await {
             Ok(outcome) => {
                 backoff = Duration::from_secs(5);
                 let wait = next_run(&outcome, started);
@@ -386,8 +437,7 @@ pub async fn daemon(options: Options) -> Result<()> {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = hangup.recv() => tracing::info!("SIGHUP: re-attesting now"),
-            _ = terminate.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = stop.changed() => return Ok(()),
         }
     }
 }
