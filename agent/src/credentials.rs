@@ -40,8 +40,9 @@ impl DeviceCredentials {
         }
     }
 
-    /// Held in memory and shared by the clones; read from the files in `pki` when first needed
-    /// and whenever [`DeviceCredentials::reload`] says they changed.
+    /// Held in memory and shared by the clones, set by [`DeviceCredentials::reload`] when the
+    /// attestation role has written a certificate in this boot. A certificate left from an
+    /// earlier boot is not used: it may be for a key that no longer signs.
     pub fn shared(pki: &Path) -> Self {
         Self {
             pki: pki.to_owned(),
@@ -54,14 +55,11 @@ impl DeviceCredentials {
         let Some(current) = &self.current else {
             return self.read();
         };
-        if let Some(loaded) = current
+        current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-        {
-            return Ok(loaded.clone());
-        }
-        self.reload()
+            .clone()
+            .context("no device certificate yet in this boot (the attestation role has none)")
     }
 
     /// The attestation role wrote a new certificate: every holder uses it from now on.

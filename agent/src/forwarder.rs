@@ -17,8 +17,8 @@ use crate::buffer::Buffer;
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct BrokerOptions {
-    pub host: String,
-    pub port: u16,
+    /// The broker's `(host, port)`s: each connection attempt takes the next one.
+    pub addresses: Vec<(String, u16)>,
     pub client_id: String,
     /// The TLS configuration, made again for each connection (a renewed device certificate is
     /// picked up when the broker refuses the expired one and the agent reconnects).
@@ -48,10 +48,16 @@ pub async fn run(
     stats: Arc<ForwarderStats>,
     on_ack: Option<AckHook>,
 ) -> Result<()> {
+    if options.addresses.is_empty() {
+        anyhow::bail!("no broker address is configured");
+    }
     let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0usize;
     loop {
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        match connection(&options, &buffer, &stats, on_ack.as_ref()).await {
+        let (host, port) = &options.addresses[attempt % options.addresses.len()];
+        attempt = attempt.wrapping_add(1);
+        match connection(&options, host, *port, &buffer, &stats, on_ack.as_ref()).await {
             Ok(()) => return Ok(()),
             Err(error) => {
                 stats.connected.store(false, Ordering::Relaxed);
@@ -65,11 +71,13 @@ pub async fn run(
 
 async fn connection(
     options: &BrokerOptions,
+    host: &str,
+    port: u16,
     buffer: &Buffer,
     stats: &ForwarderStats,
     on_ack: Option<&AckHook>,
 ) -> Result<()> {
-    let mut mqtt = MqttOptions::new(&options.client_id, &options.host, options.port);
+    let mut mqtt = MqttOptions::new(&options.client_id, host, port);
     mqtt.set_transport(Transport::tls_with_config(
         rumqttc::TlsConfiguration::Rustls((options.tls)().context("the TLS configuration")?),
     ));
@@ -134,7 +142,7 @@ async fn connection(
                         }
                         connected = true;
                         stats.connected.store(true, Ordering::Relaxed);
-                        info!(host = %options.host, port = options.port, "connected to the broker");
+                        info!(%host, port, "connected to the broker");
                     }
                     Event::Outgoing(Sent::Publish(packet)) => {
                         if let Some(id) = unnumbered.pop_front() {

@@ -90,6 +90,29 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         duration: Option<u64>,
     },
+    /// The appliance: verify the signed device configuration, then run attestation and the
+    /// data path under one supervisor with one TPM owner until SIGTERM or SIGINT.
+    Appliance {
+        /// The device configuration; it must be signed (FILE.sig, `edgeward config sign`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The key it must be signed with (the image's config.pub.raw).
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/edgeward/config.pub.raw"
+        )]
+        config_key: PathBuf,
+        /// The TPM: device:/dev/tpmrm0 or swtpm:host=H,port=P.
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tcti: String,
+        /// Where key blobs, the certificate and the buffer are kept across boots.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/edgeward")]
+        data: PathBuf,
+        /// The firmware's event log.
+        #[arg(long, value_name = "FILE", default_value = attest::EVENT_LOG)]
+        event_log: PathBuf,
+    },
     /// Register with the verifier, attest, and get the device certificate for the TPM-held key.
     Attest {
         /// The verifier, https://HOST:PORT.
@@ -255,14 +278,15 @@ fn run(cli: Cli) -> Result<()> {
                 credentials,
                 tsa: pipeline::TsaClient::new(&tsa, anchors, Vec::new())?,
                 broker: forwarder::BrokerOptions {
-                    host,
-                    port,
+                    addresses: vec![(host, port)],
                     client_id: device.clone(),
                     tls,
                     window: window.max(1),
                 },
                 heartbeat: Duration::from_secs(heartbeat_seconds.max(1)),
                 duration: duration.map(Duration::from_secs),
+                stop: None,
+                health: None,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -276,6 +300,38 @@ fn run(cli: Cli) -> Result<()> {
             pcrs,
             out,
         } => quote(&tcti, &nonce, &pcrs, &out),
+        Command::Appliance {
+            config,
+            config_key,
+            tcti,
+            data,
+            event_log,
+        } => {
+            let config = signed_configuration(&config, &config_key)?;
+            let appliance = edgeward_agent::appliance::Appliance {
+                config,
+                data: edgeward_agent::appliance::DataDirs::new(&data),
+                tcti,
+                event_log,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(async {
+                    let (stopping, stop) = tokio::sync::watch::channel(false);
+                    let mut terminate =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = terminate.recv() => {}
+                            _ = tokio::signal::ctrl_c() => {}
+                        }
+                        let _ = stopping.send(true);
+                    });
+                    appliance.run(stop).await
+                })
+        }
         Command::SevReport { nonce, out } => {
             let nonce = hex::decode(nonce.trim()).context("--nonce is not hex")?;
             let evidence = edgeward_attestation::snp::request_guest_report(&nonce)?;
@@ -345,6 +401,29 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// The device configuration, verified against the image's key before anything starts.
+fn signed_configuration(
+    file: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<edgeward_config::DeviceConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("{what} {} cannot be read", path.display()))
+    };
+    let key = edgeward_config::ConfigKey::from_hex(&String::from_utf8_lossy(&read(
+        key,
+        "the configuration key",
+    )?))?;
+    let text = read(file, "the device configuration")?;
+    let mut signature_file = file.as_os_str().to_owned();
+    signature_file.push(".sig");
+    let signature = read(
+        std::path::Path::new(&signature_file),
+        "the device configuration is unsigned: its signature",
+    )?;
+    edgeward_config::verify(&text, &signature, &key)
+        .with_context(|| format!("the device configuration {} is refused", file.display()))
 }
 
 fn quote(

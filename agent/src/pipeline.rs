@@ -45,6 +45,11 @@ pub struct PipelineOptions {
     pub broker: BrokerOptions,
     pub heartbeat: Duration,
     pub duration: Option<Duration>,
+    /// Stops the pipeline when it changes (the appliance's shutdown); without one it stops on
+    /// SIGTERM or SIGINT.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The roles' health, reported in heartbeats.
+    pub health: Option<crate::appliance::Health>,
 }
 
 /// The TSA: where to ask and whom to trust.
@@ -378,6 +383,8 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
         broker,
         heartbeat,
         duration,
+        stop,
+        health,
     } = options;
     let stats = Arc::new(ForwarderStats::default());
     let forwarder = tokio::spawn(crate::forwarder::run(
@@ -419,6 +426,17 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
     };
     tokio::pin!(deadline);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let signals = stop.is_none();
+    let mut stop = stop;
+    let stopped = async move {
+        match &mut stop {
+            Some(stop) => {
+                let _ = stop.changed().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(stopped);
     let mut warned_full = false;
     let mut warned_attestation = false;
     loop {
@@ -429,7 +447,8 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
             },
             _ = beat.tick() => {
                 let fill = buffer.fill()?;
-                let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepter.samples, heartbeat)];
+                let roles = health.as_ref().map(crate::appliance::Health::snapshot).unwrap_or_default();
+                let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepter.samples, heartbeat, roles)];
                 if fill.percent() > 80.0 && !warned_full {
                     warned_full = true;
                     messages.push(notice(
@@ -454,14 +473,15 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
                         }
                     }
                     Ok(_) => warned_attestation = false,
-                    Err(error) => warn!(error = %format!("{error:#}"), "cannot read the device certificate"),
+                    Err(error) => debug!(error = %format!("{error:#}"), "no device certificate yet"),
                 }
                 buffer.accept(&messages, &StateChanges::default())?;
                 continue;
             }
             _ = &mut deadline => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            _ = &mut stopped => break,
+            _ = tokio::signal::ctrl_c(), if signals => break,
+            _ = terminate.recv(), if signals => break,
         };
         let mut batch = vec![first];
         while batch.len() < 4096 {
@@ -495,6 +515,7 @@ fn heartbeat_message(
     stats: &ForwarderStats,
     samples: u64,
     interval: Duration,
+    roles: BTreeMap<String, String>,
 ) -> Outgoing {
     let uptime_seconds = std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -520,7 +541,7 @@ fn heartbeat_message(
             broker_connected: stats.connected.load(Ordering::Relaxed),
             samples_accepted: samples,
         },
-        roles: BTreeMap::new(),
+        roles,
     };
     Outgoing {
         topic: HEARTBEAT_TOPIC.into(),
@@ -570,6 +591,16 @@ async fn prove_blocks(
                 Vec::new()
             }
         };
+        if !pending.is_empty() && credentials.load().is_err() {
+            // Before the first certificate of this boot (the verifier not reached yet, or this
+            // image not released): the blocks wait, signed once there is one.
+            debug!(
+                blocks = pending.len(),
+                "no device certificate yet; blocks wait for their proofs"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         let mut failed = false;
         for (key, value) in pending {
             let Ok(digest) = <[u8; 32]>::try_from(key.as_slice()) else {

@@ -239,8 +239,7 @@ fn rig() -> Option<Rig> {
         edgeward_agent::mtls::client_config(&ca, &chain, signer.clone())
     });
     let broker = BrokerOptions {
-        host: "127.0.0.1".into(),
-        port: platform.mqtt_port,
+        addresses: vec![("127.0.0.1".into(), platform.mqtt_port)],
         client_id: "bench".into(),
         tls,
         window: 1000,

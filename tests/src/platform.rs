@@ -210,6 +210,12 @@ impl Platform {
 
     /// `edgeward recorder` into `store`.
     pub fn recorder(&self, store: &Path) -> Process {
+        self.recorder_trusting(store, &self.pki("device-ca.crt"))
+    }
+
+    /// `edgeward recorder` into `store`, taking device signatures that chain to `device_ca`
+    /// (a verifier's device CA, rather than this rig's).
+    pub fn recorder_trusting(&self, store: &Path, device_ca: &Path) -> Process {
         let log = std::fs::File::create(self.dir.join("recorder.log")).expect("log");
         let child = Command::new(crate::edgeward_binary())
             .args([
@@ -228,7 +234,7 @@ impl Platform {
             .arg("--tsa-root")
             .arg(self.pki("tsa-root.crt"))
             .arg("--device-ca")
-            .arg(self.pki("device-ca.crt"))
+            .arg(device_ca)
             .env("EDGEWARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -240,13 +246,18 @@ impl Platform {
     /// `edgeward verify-data` on `store` with this platform's TSA root and device CA: whether
     /// every block verified, and its report.
     pub fn verify_data(&self, store: &Path) -> (bool, String) {
+        self.verify_data_trusting(store, &self.pki("device-ca.crt"))
+    }
+
+    /// `edgeward verify-data` with `device_ca` as the device CA.
+    pub fn verify_data_trusting(&self, store: &Path, device_ca: &Path) -> (bool, String) {
         let output = Command::new(crate::edgeward_binary())
             .arg("verify-data")
             .arg(store)
             .arg("--tsa-root")
             .arg(self.pki("tsa-root.crt"))
             .arg("--device-ca")
-            .arg(self.pki("device-ca.crt"))
+            .arg(device_ca)
             .output()
             .expect("verify-data runs");
         (

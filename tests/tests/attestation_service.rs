@@ -363,6 +363,17 @@ fn init_verifier(
     vendors: &[&Manufacturer],
     extra: &[&str],
 ) -> (PathBuf, u16) {
+    init_verifier_under(released, &released.platform, name, vendors, extra)
+}
+
+/// [`init_verifier`] with the device CA under the CA in `platform` (`ca.crt`, `ca.key`).
+fn init_verifier_under(
+    released: &Released,
+    platform: &Path,
+    name: &str,
+    vendors: &[&Manufacturer],
+    extra: &[&str],
+) -> (PathBuf, u16) {
     let swtpm_ca = Manufacturer::swtpm_localca();
     let port = free_port();
     let verifier_dir = released.dir.join(name);
@@ -374,9 +385,9 @@ fn init_verifier(
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--platform-ca",
-        &released.platform.join("ca.crt").to_string_lossy(),
+        &platform.join("ca.crt").to_string_lossy(),
         "--platform-ca-key",
-        &released.platform.join("ca.key").to_string_lossy(),
+        &platform.join("ca.key").to_string_lossy(),
         "--release-key",
         &released.image.join("release.pub.raw").to_string_lossy(),
         "--manifest",
@@ -1252,4 +1263,171 @@ fn unauthenticated_requests_change_nothing() {
         "bay-40 attests after the flood: {}",
         text(&output)
     );
+}
+
+#[test]
+fn the_appliance_attests_and_streams_as_one_supervised_process() {
+    use edgeward_tests::platform::{subscribe, Platform};
+    use edgeward_tests::pypmu::PyPmu;
+    let Some(released) = released() else { return };
+    let dir = released.dir.join("appliance-on-host");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let Some(platform) = Platform::start(&dir) else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start_provisioned() else {
+        return;
+    };
+    tpm.extend_log(&released.live_log);
+    let Some(pmu) = PyPmu::start(7, 50, "int-rect") else {
+        return;
+    };
+    // The verifier's device CA under the rig's platform CA, which the broker trusts.
+    let (config, port) =
+        init_verifier_under(released, &dir.join("pki"), "verifier-appliance", &[], &[]);
+    let verifier = start_verifier(&config, port);
+    let device_ca = config.with_file_name("device-ca.crt");
+    let pem = |path: PathBuf| std::fs::read_to_string(path).expect("PEM");
+    let device_toml = dir.join("device.toml");
+    std::fs::write(
+        &device_toml,
+        format!(
+            r#"identity = "bay-50"
+location = "sub1"
+
+[network]
+mode = "dhcp"
+
+[time]
+sntp = ["127.0.0.1:123"]
+
+[verifier]
+url = "{url}"
+ca = """{verifier_ca}"""
+ek = "rsa"
+
+[broker]
+addresses = ["127.0.0.1:{mqtt}"]
+ca = """{broker_ca}"""
+
+[tsa]
+url = "http://127.0.0.1:{tsa}/api/v1/timestamp"
+root = """{tsa_root}"""
+
+[data]
+block_seconds = 1
+heartbeat_seconds = 2
+
+[[pmu]]
+name = "bay-1"
+idcode = 7
+address = "127.0.0.1:{pmu}"
+"#,
+            url = verifier.url,
+            verifier_ca = pem(verifier.ca.clone()),
+            mqtt = platform.mqtt_port,
+            broker_ca = pem(platform.pki("ca.crt")),
+            tsa = platform.tsa_port,
+            tsa_root = pem(platform.pki("tsa-root.crt")),
+            pmu = pmu.port,
+        ),
+    )
+    .expect("write");
+    run_edgeward(&[
+        "config",
+        "sign",
+        &device_toml.to_string_lossy(),
+        "--keys",
+        &released.keys.to_string_lossy(),
+    ]);
+    let key = released.image.join("config.pub.raw");
+    let data = dir.join("data");
+    let appliance = |config: &Path| {
+        let mut command = Command::new(agent_binary());
+        command
+            .args(["appliance", "--config"])
+            .arg(config)
+            .arg("--config-key")
+            .arg(&key)
+            .args(["--tcti", &tpm.tcti(), "--data"])
+            .arg(&data)
+            .arg("--event-log")
+            .arg(&released.log_path)
+            .env("EDGEWARD_LOG", "info");
+        command
+    };
+
+    // An altered configuration (the broker moved) with the old signature: refused at once,
+    // in one line, and nothing starts.
+    let altered = dir.join("altered.toml");
+    let text = std::fs::read_to_string(&device_toml).expect("read");
+    std::fs::write(
+        &altered,
+        text.replace("block_seconds = 1", "block_seconds = 2"),
+    )
+    .expect("write");
+    std::fs::copy(dir.join("device.toml.sig"), dir.join("altered.toml.sig")).expect("copy");
+    let output = appliance(&altered).output().expect("runs");
+    let said = text_of(&output);
+    assert!(
+        !output.status.success(),
+        "an altered configuration ran: {said}"
+    );
+    assert!(
+        said.contains("is refused") && said.contains("altered after signing"),
+        "{said}"
+    );
+    assert!(!data.join("buffer").exists(), "nothing started: {said}");
+    eprintln!(
+        "refused as expected (altered configuration): {}",
+        said.trim()
+    );
+
+    let store = dir.join("store");
+    let recorder = platform.recorder_trusting(&store, &device_ca);
+    let heartbeats = subscribe(&platform, "heartbeats", 12);
+    let mut child = appliance(&device_toml)
+        .stderr(std::fs::File::create(dir.join("appliance.log")).expect("log"))
+        .spawn()
+        .expect("the appliance starts");
+    std::thread::sleep(Duration::from_secs(9));
+    // SIGTERM: every role stops, the buffer is flushed, the process exits cleanly.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the appliance stops within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(dir.join("appliance.log")).expect("log");
+    assert!(
+        status.success(),
+        "the appliance exited with {status:?}: {log}"
+    );
+    assert!(
+        log.contains("appliance stopped; the buffer is on disk"),
+        "{log}"
+    );
+    assert!(log.contains("device certificate written"), "{log}");
+    std::thread::sleep(Duration::from_secs(1));
+    drop(recorder);
+    let (ok, report) = platform.verify_data_trusting(&store, &device_ca);
+    assert!(ok, "verify-data:\n{report}");
+    let blocks = report.lines().filter(|line| line.contains(": ok ")).count();
+    assert!(blocks >= 3, "at least three 1 s blocks: {report}");
+    assert!(report.contains("device=bay-50"), "{report}");
+    let beats = heartbeats.wait_with_output().expect("heartbeats");
+    let beats = String::from_utf8_lossy(&beats.stdout);
+    assert!(
+        beats.contains("\"attestation\":\"running\"") && beats.contains("\"stream\":\"running\""),
+        "roles in the heartbeats: {beats}"
+    );
+    drop(verifier);
 }

@@ -1,0 +1,312 @@
+//! The appliance: one process that runs the device's roles under one supervisor, from one
+//! operator-signed configuration and with one TPM owner. The roles today are attestation (with
+//! renewal) and the data path (PMU streams to the broker); workloads and updates join them.
+//! A role that fails is restarted with backoff, each role's state goes into the heartbeats,
+//! and a stop (SIGTERM, the ACPI power button) ends every role cleanly, the buffer flushed.
+//!
+//! The roles share what they must through handles, never files: the TPM ([`Tpm`]), the device
+//! certificate ([`DeviceCredentials::shared`]), the health map. Files on the data partition are
+//! for the next boot: key blobs, the certificate, the buffer.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use edgeward_attestation::tpm::EkKind;
+use edgeward_config::device::EkChoice;
+use edgeward_config::DeviceConfig;
+use edgeward_measurement::block::BlockInterval;
+use edgeward_platform::topics::TopicSegment;
+use edgeward_proof::trust::TrustAnchors;
+use tokio::sync::watch;
+use tracing::{error, info, info_span, warn, Instrument as _};
+
+use crate::attest_role;
+use crate::buffer::{Buffer, Limits};
+use crate::credentials::DeviceCredentials;
+use crate::forwarder::{BrokerOptions, TlsSource};
+use crate::pipeline::{self, PipelineOptions, TsaClient};
+use crate::tpm::Tpm;
+
+/// Each role's state, as heartbeats report it.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl Health {
+    pub fn set(&self, role: &str, state: impl Into<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(role.to_owned(), state.into());
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Where the appliance keeps what must survive a reboot.
+#[derive(Debug, Clone)]
+pub struct DataDirs {
+    pub root: PathBuf,
+}
+
+impl DataDirs {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+    /// TPM key blobs and the registration.
+    pub fn state(&self) -> PathBuf {
+        self.root.join("attestation")
+    }
+    /// The device certificate and its chain.
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+    pub fn buffer(&self) -> PathBuf {
+        self.root.join("buffer")
+    }
+}
+
+/// What the appliance runs with.
+pub struct Appliance {
+    pub config: DeviceConfig,
+    pub data: DataDirs,
+    pub tcti: String,
+    pub event_log: PathBuf,
+}
+
+/// How long a failed role waits before it starts again: doubling from 1 s to 60 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
+}
+
+/// Runs `role` until `stop` changes, restarting it with backoff when it fails or ends.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    health: Health,
+    mut stop: watch::Receiver<bool>,
+    role: F,
+) where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let mut failures = 0u32;
+    loop {
+        health.set(name, "running");
+        let outcome = role(stop.clone())
+            .instrument(info_span!("role", name))
+            .await;
+        if *stop.borrow() {
+            health.set(name, "stopped");
+            return;
+        }
+        let wait = backoff(failures);
+        failures = failures.saturating_add(1);
+        match outcome {
+            Ok(()) => warn!(
+                role = name,
+                restart_in_s = wait.as_secs(),
+                "role ended; restarting"
+            ),
+            Err(failure) => {
+                error!(
+                    role = name,
+                    error = format!("{failure:#}"),
+                    restart_in_s = wait.as_secs(),
+                    "role failed; restarting"
+                );
+                health.set(name, format!("restarting: {failure:#}"));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {
+                health.set(name, "stopped");
+                return;
+            }
+        }
+    }
+}
+
+impl Appliance {
+    /// Runs every role until `stop` changes, then stops them and returns.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
+        let config = Arc::new(self.config);
+        for dir in [self.data.state(), self.data.pki(), self.data.buffer()] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let tpm = Tpm::open(&self.tcti)?;
+        let credentials = DeviceCredentials::shared(&self.data.pki());
+        let health = Health::default();
+        let buffer = Buffer::open(
+            &self.data.buffer(),
+            Limits {
+                max_bytes: config.buffer_bytes,
+            },
+        )?;
+        info!(device = %config.identity, location = %config.location, "appliance starting its roles");
+
+        let attestation = {
+            let options = attest_role::Options {
+                verifier: format!(
+                    "https://{}{}",
+                    config.verifier.address,
+                    config.verifier.path.trim_end_matches('/')
+                ),
+                ca: config.verifier_ca.clone(),
+                ek: match config.ek {
+                    EkChoice::Rsa => EkKind::Rsa,
+                    EkChoice::Ecc => EkKind::Ecc,
+                },
+                device: Some(config.identity.to_string()),
+                state: self.data.state(),
+                out: self.data.pki(),
+                event_log: self.event_log.clone(),
+            };
+            let (tpm, credentials) = (tpm.clone(), credentials.clone());
+            tokio::spawn(supervise(
+                "attestation",
+                health.clone(),
+                stop.clone(),
+                move |stop| {
+                    attest_role::daemon(options.clone(), tpm.clone(), credentials.clone(), stop)
+                },
+            ))
+        };
+
+        let stream = {
+            let (config, tpm, credentials, health_for_role, buffer) = (
+                config.clone(),
+                tpm.clone(),
+                credentials.clone(),
+                health.clone(),
+                buffer.clone(),
+            );
+            tokio::spawn(supervise(
+                "stream",
+                health.clone(),
+                stop.clone(),
+                move |stop| {
+                    stream_role(
+                        config.clone(),
+                        tpm.clone(),
+                        credentials.clone(),
+                        buffer.clone(),
+                        health_for_role.clone(),
+                        stop,
+                    )
+                },
+            ))
+        };
+        let mut stop_wait = stop.clone();
+        let _ = stop_wait.changed().await;
+        info!("stopping the roles");
+        for (name, role) in [("attestation", attestation), ("stream", stream)] {
+            if tokio::time::timeout(Duration::from_secs(10), role)
+                .await
+                .is_err()
+            {
+                warn!(role = name, "did not stop within 10 s");
+            }
+        }
+        buffer.flush()?;
+        info!("appliance stopped; the buffer is on disk");
+        Ok(())
+    }
+}
+
+/// The data path: the PMU streams to the broker, signed with the device key once the
+/// attestation role has a certificate for it.
+async fn stream_role(
+    config: Arc<DeviceConfig>,
+    tpm: Tpm,
+    credentials: DeviceCredentials,
+    buffer: Buffer,
+    health: Health,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let signer = tpm.signer();
+    let broker_ca = config.broker_ca.clone();
+    let tls: TlsSource = {
+        let (credentials, signer) = (credentials.clone(), signer.clone());
+        Arc::new(move || {
+            crate::mtls::client_config(&broker_ca, &credentials.load()?.pem, signer.clone())
+        })
+    };
+    let anchors = TrustAnchors::from_pem(&config.tsa_root).context("the TSA root")?;
+    let mut streams = config.pmus.clone();
+    crate::config::load_config_caches(&mut streams)?;
+    let options = PipelineOptions {
+        streams,
+        location: config.location.clone(),
+        device: TopicSegment::new(config.identity.as_str())?,
+        interval: BlockInterval::from_secs(config.block_seconds)
+            .context("block_seconds must be at least 1")?,
+        buffer,
+        signer,
+        credentials,
+        tsa: TsaClient::new(
+            &format!("http://{}{}", config.tsa.address, config.tsa.path),
+            anchors,
+            Vec::new(),
+        )?,
+        broker: BrokerOptions {
+            addresses: config
+                .brokers
+                .iter()
+                .map(|broker| (broker.host.clone(), broker.port))
+                .collect(),
+            client_id: config.identity.to_string(),
+            tls,
+            window: 256,
+        },
+        heartbeat: Duration::from_secs(config.heartbeat_seconds),
+        duration: None,
+        stop: Some(stop),
+        health: Some(health),
+    };
+    pipeline::run(options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_role_waits_longer_each_time_up_to_a_minute() {
+        let waits: Vec<u64> = (0..9).map(|failures| backoff(failures).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_supervisor_restarts_a_failed_role_and_stops_it_on_request() {
+        let health = Health::default();
+        let (stopping, stop) = watch::channel(false);
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = starts.clone();
+        let supervisor = tokio::spawn(supervise("flaky", health.clone(), stop, move |_| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                anyhow::bail!("the PMU went away")
+            }
+        }));
+        // 1 + 2 + 4 s of backoff: the fourth start.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert!(health.snapshot()["flaky"].contains("the PMU went away"));
+        let _ = stopping.send(true);
+        supervisor.await.expect("stops");
+        assert_eq!(health.snapshot()["flaky"], "stopped");
+    }
+}
