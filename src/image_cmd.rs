@@ -35,7 +35,42 @@ pub enum ImageCommand {
         /// The image version recorded in os-release and the manifest.
         #[arg(long = "image-version")]
         image_version: Option<String>,
+        /// virt-firmware's virt-fw-vars (default: on PATH, else the repository's .venv).
+        #[arg(long, value_name = "FILE")]
+        virt_fw_vars: Option<PathBuf>,
     },
+    /// Put one device's signed configuration on the ESP of a built image's disk, after
+    /// checking it against the image's configuration key. The UKI and the PCRs stay as built.
+    Configure {
+        /// The image directory (`image build --out`), for its config.pub.raw.
+        #[arg(long)]
+        image: PathBuf,
+        /// The disk to write (default: IMAGE/disk.img).
+        #[arg(long)]
+        disk: Option<PathBuf>,
+        /// The device configuration; CONFIG.sig must be beside it (`edgeward config sign`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// virt-fw-vars on PATH, or in the .venv that scripts/setup makes beside the target directory
+/// this binary runs from.
+fn find_virt_fw_vars() -> PathBuf {
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("virt-fw-vars").is_file())
+    });
+    if !on_path {
+        if let Some(venv) = std::env::current_exe().ok().and_then(|exe| {
+            exe.ancestors()
+                .skip(1)
+                .map(|dir| dir.join(".venv/bin/virt-fw-vars"))
+                .find(|candidate| candidate.is_file())
+        }) {
+            return venv;
+        }
+    }
+    PathBuf::from("virt-fw-vars")
 }
 
 #[derive(Subcommand)]
@@ -79,6 +114,7 @@ pub fn image(command: ImageCommand) -> Result<()> {
             cache,
             cmdline,
             image_version,
+            virt_fw_vars,
         } => {
             let agent = match agent {
                 Some(agent) => agent,
@@ -97,6 +133,7 @@ pub fn image(command: ImageCommand) -> Result<()> {
             if let Some(version) = image_version {
                 options.image_version = version;
             }
+            options.virt_fw_vars = virt_fw_vars.unwrap_or_else(find_virt_fw_vars);
             let started = std::time::Instant::now();
             let report = build(&options, |stage| {
                 eprintln!("[{:>5.1}s] {stage}", started.elapsed().as_secs_f64());
@@ -104,6 +141,20 @@ pub fn image(command: ImageCommand) -> Result<()> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report.manifest["pcrs"])?
+            );
+            Ok(())
+        }
+        ImageCommand::Configure {
+            image,
+            disk,
+            config,
+        } => {
+            let disk = disk.unwrap_or_else(|| image.join("disk.img"));
+            let identity = edgeward_image::configure::configure(&image, &disk, &config)?;
+            eprintln!(
+                "{}: configured as {identity} ({} on the ESP)",
+                disk.display(),
+                edgeward_image::configure::CONFIG_DIR
             );
             Ok(())
         }

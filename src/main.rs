@@ -3,6 +3,7 @@
 
 mod c37118_cmd;
 mod config_cmd;
+mod demo_appliance;
 mod demo_cmd;
 mod eventlog_cmd;
 mod image_cmd;

@@ -22,6 +22,16 @@ pub struct VerifyDataArgs {
     trust: ProofTrustArgs,
 }
 
+/// Every block file of `store`, in path order.
+pub fn block_files(store: &Path) -> Result<Vec<PathBuf>> {
+    let measurements = store.join("data/measurements");
+    let mut files = Vec::new();
+    if measurements.is_dir() {
+        parquet_files(&measurements, &mut files)?;
+    }
+    Ok(files)
+}
+
 fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -47,9 +57,7 @@ pub fn run(args: VerifyDataArgs) -> Result<bool> {
 
 /// Checks every block of `store` and prints a line for each; true when all verified.
 pub fn check_store(store: &Path, anchors: &ProofAnchors) -> Result<bool> {
-    let measurements = store.join("data/measurements");
-    let mut files = Vec::new();
-    parquet_files(&measurements, &mut files)?;
+    let files = block_files(store)?;
     let mut good = 0usize;
     for file in &files {
         let name = file
@@ -57,7 +65,7 @@ pub fn check_store(store: &Path, anchors: &ProofAnchors) -> Result<bool> {
             .unwrap_or(file)
             .display()
             .to_string();
-        match check(store, &measurements, file, anchors) {
+        match verify_block(store, file, anchors) {
             Ok(line) => {
                 good += 1;
                 println!("{name}: ok {line}");
@@ -109,7 +117,9 @@ fn aside_files(store: &Path) -> Result<Vec<String>> {
     Ok(found)
 }
 
-fn check(store: &Path, measurements: &Path, file: &Path, anchors: &ProofAnchors) -> Result<String> {
+/// Verifies one block file of `store` against its proofs there: a summary line, or why not.
+pub fn verify_block(store: &Path, file: &Path, anchors: &ProofAnchors) -> Result<String> {
+    let measurements = store.join("data/measurements");
     let samples = edgeward_platform::parquet_block::decode_block(std::fs::read(file)?)
         .context("not a block file")?;
     let mut hasher = BlockHasher::new();
@@ -120,7 +130,7 @@ fn check(store: &Path, measurements: &Path, file: &Path, anchors: &ProofAnchors)
     let hex = closed.digest.hex_upper();
     // data/measurements/<location>/<device>/<point>/<file>: the device level must be the signer.
     let device = file
-        .strip_prefix(measurements)
+        .strip_prefix(&measurements)
         .ok()
         .and_then(|relative| relative.iter().nth(1))
         .and_then(|device| device.to_str())

@@ -84,6 +84,45 @@ pub struct Appliance {
     pub event_log: PathBuf,
 }
 
+/// Reads the device configuration `file` and its signature (`file.sig`) and checks it against
+/// the configuration key in `key` (hex, as the image carries it).
+pub fn load_signed_config(file: &Path, key: &Path) -> Result<DeviceConfig> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("{what} {} cannot be read", path.display()))
+    };
+    let key = edgeward_config::ConfigKey::from_hex(&String::from_utf8_lossy(&read(
+        key,
+        "the configuration key",
+    )?))?;
+    let text = read(file, "the device configuration")?;
+    let mut signature_file = file.as_os_str().to_owned();
+    signature_file.push(".sig");
+    let signature = read(
+        Path::new(&signature_file),
+        "the device configuration is unsigned: its signature",
+    )?;
+    edgeward_config::verify(&text, &signature, &key)
+        .with_context(|| format!("the device configuration {} is refused", file.display()))
+}
+
+/// Refuses a buffer larger than the data partition can hold: it would fill the disk and fail
+/// with accepted data in it, rather than drop the oldest as it is configured to.
+fn check_capacity(root: &Path, buffer_bytes: u64) -> Result<()> {
+    let stats = nix::sys::statvfs::statvfs(root)
+        .with_context(|| format!("cannot read the capacity of {}", root.display()))?;
+    let total = stats.blocks().saturating_mul(stats.fragment_size());
+    // The buffer's own overhead and the key blobs and certificate beside it.
+    let usable = total / 10 * 8;
+    if buffer_bytes > usable {
+        anyhow::bail!(
+            "data.buffer_bytes is {buffer_bytes}, but {} holds {total} bytes; at most {usable} \
+             fit beside what else it keeps: lower data.buffer_bytes in the device configuration",
+            root.display()
+        );
+    }
+    Ok(())
+}
+
 /// How long a failed role waits before it starts again: doubling from 1 s to 60 s.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
@@ -145,6 +184,7 @@ impl Appliance {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        check_capacity(&self.data.root, config.buffer_bytes)?;
         let tpm = Tpm::open(&self.tcti)?;
         let credentials = DeviceCredentials::shared(&self.data.pki());
         let health = Health::default();

@@ -53,11 +53,31 @@ pub async fn run(
     }
     let mut backoff = Duration::from_millis(200);
     let mut attempt = 0usize;
+    let mut waiting = false;
     loop {
+        // Without its credentials (no certificate yet in this boot) the device has nothing to
+        // connect with: it waits, saying so once, and the buffer keeps what comes meanwhile.
+        let tls = match (options.tls)() {
+            Ok(tls) => {
+                if waiting {
+                    info!("credentials ready; connecting to the broker");
+                }
+                waiting = false;
+                tls
+            }
+            Err(error) => {
+                if !waiting {
+                    info!(reason = %format!("{error:#}"), "not connecting to the broker yet");
+                }
+                waiting = true;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let (host, port) = &options.addresses[attempt % options.addresses.len()];
         attempt = attempt.wrapping_add(1);
-        match connection(&options, host, *port, &buffer, &stats, on_ack.as_ref()).await {
+        match connection(&options, tls, host, *port, &buffer, &stats, on_ack.as_ref()).await {
             Ok(()) => return Ok(()),
             Err(error) => {
                 stats.connected.store(false, Ordering::Relaxed);
@@ -71,6 +91,7 @@ pub async fn run(
 
 async fn connection(
     options: &BrokerOptions,
+    tls: Arc<rustls::ClientConfig>,
     host: &str,
     port: u16,
     buffer: &Buffer,
@@ -79,7 +100,7 @@ async fn connection(
 ) -> Result<()> {
     let mut mqtt = MqttOptions::new(&options.client_id, host, port);
     mqtt.set_transport(Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Rustls((options.tls)().context("the TLS configuration")?),
+        rumqttc::TlsConfiguration::Rustls(tls),
     ));
     mqtt.set_keep_alive(Duration::from_secs(5));
     mqtt.set_clean_session(true);

@@ -129,6 +129,16 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// Logs to the serial console from here on: the appliance's log is what an operator at the
+/// serial port reads.
+pub fn console_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,tss_esapi=warn"))
+        .init();
+}
+
 /// Ends PID 1 without a kernel panic.
 pub fn power_off() -> ! {
     let _ = std::io::stdout().flush();

@@ -8,6 +8,7 @@
 
 pub mod appliance;
 pub mod attest_role;
+pub mod bringup;
 pub mod buffer;
 pub mod config;
 pub mod credentials;

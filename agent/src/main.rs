@@ -177,8 +177,15 @@ enum Command {
 fn main() -> std::process::ExitCode {
     // As the initramfs's /init the agent brings the system up and reports what was measured.
     if std::process::id() == 1 {
-        if let Err(error) = init::run() {
-            println!("EDGEWARD-FAILED {error:#}");
+        match init::run() {
+            Ok(()) => {
+                init::console_logging();
+                match edgeward_agent::bringup::run() {
+                    Ok(ended) => tracing::info!(?ended, "powering off"),
+                    Err(error) => println!("EDGEWARD-FAILED {error:#}"),
+                }
+            }
+            Err(error) => println!("EDGEWARD-FAILED {error:#}"),
         }
         init::power_off();
     }
@@ -307,7 +314,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             event_log,
         } => {
-            let config = signed_configuration(&config, &config_key)?;
+            let config = edgeward_agent::appliance::load_signed_config(&config, &config_key)?;
             let appliance = edgeward_agent::appliance::Appliance {
                 config,
                 data: edgeward_agent::appliance::DataDirs::new(&data),
@@ -404,28 +411,6 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// The device configuration, verified against the image's key before anything starts.
-fn signed_configuration(
-    file: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<edgeward_config::DeviceConfig> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).with_context(|| format!("{what} {} cannot be read", path.display()))
-    };
-    let key = edgeward_config::ConfigKey::from_hex(&String::from_utf8_lossy(&read(
-        key,
-        "the configuration key",
-    )?))?;
-    let text = read(file, "the device configuration")?;
-    let mut signature_file = file.as_os_str().to_owned();
-    signature_file.push(".sig");
-    let signature = read(
-        std::path::Path::new(&signature_file),
-        "the device configuration is unsigned: its signature",
-    )?;
-    edgeward_config::verify(&text, &signature, &key)
-        .with_context(|| format!("the device configuration {} is refused", file.display()))
-}
-
 fn quote(
     tcti: &str,
     nonce: &str,

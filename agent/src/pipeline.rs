@@ -395,16 +395,21 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
     ));
 
     let (inputs, mut received) = mpsc::channel::<Input>(65_536);
+    // Every task this run starts ends with it: a restarted role must not leave a second
+    // reader of a PMU or a second signer of the same blocks behind.
+    let mut readers = Vec::new();
     for stream in streams {
         let span = info_span!("pmu", name = %stream.name, idcode = %stream.options.idcode);
-        tokio::spawn(
+        readers.push(tokio::spawn(
             read_stream(stream, location.clone(), device.clone(), inputs.clone()).instrument(span),
-        );
+        ));
     }
+    let readers_guard = AbortOnDrop(readers.iter().map(|task| task.abort_handle()).collect());
+    let _forwarder_guard = AbortOnDrop(vec![forwarder.abort_handle()]);
     let mut accepter = Accepter::new(buffer.clone(), interval, device.clone())?;
 
     let proofs = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(
+    let proving = tokio::spawn(
         prove_blocks(
             buffer.clone(),
             signer,
@@ -415,6 +420,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
         )
         .instrument(info_span!("proofs")),
     );
+    let proofs_guard = AbortOnDrop(vec![proving.abort_handle()]);
     proofs.notify_one();
 
     let mut beat = tokio::time::interval(heartbeat);
@@ -499,14 +505,53 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
         acknowledged = stats.acknowledged.load(Ordering::Relaxed),
         "stopping"
     );
-    // Give the forwarder a moment to send what is buffered; what it cannot stays on disk.
-    let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
-    while buffer.fill()?.messages > 0 && tokio::time::Instant::now() < drain_until {
+    // Reading stops first; then the closed blocks get their proofs and what is buffered goes
+    // out, each for a bounded time. What is not done by then stays on disk for the next start.
+    drop(readers_guard);
+    let grace = tokio::time::Instant::now() + PROOF_GRACE;
+    while tokio::time::Instant::now() < grace
+        && credentials.load().is_ok()
+        && !buffer.pending_timestamps()?.is_empty()
+    {
+        proofs.notify_one();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(proofs_guard);
+    let drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
+    while buffer.fill()?.messages > 0
+        && stats.connected.load(Ordering::Relaxed)
+        && tokio::time::Instant::now() < drain_until
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     buffer.flush()?;
-    forwarder.abort();
+    let (unproven, unsent) = (buffer.pending_timestamps()?.len(), buffer.fill()?.messages);
+    if unproven > 0 || unsent > 0 {
+        info!(
+            blocks_awaiting_proofs = unproven,
+            messages_unsent = unsent,
+            "stopped; the rest is on disk and goes out at the next start"
+        );
+    } else {
+        info!("stopped; everything accepted is proven and delivered");
+    }
     Ok(())
+}
+
+/// How long a stop waits for the proofs of closed blocks (TPM signature, TSA token each).
+const PROOF_GRACE: Duration = Duration::from_secs(20);
+/// How long a stop waits for the buffer to drain to a connected broker.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Aborts the tasks when dropped: on every way out of [`run`], errors included.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 fn heartbeat_message(

@@ -98,6 +98,10 @@ pub struct BuildOptions {
     /// Shared libraries the agent opens at run time rather than links (so no DT_NEEDED names
     /// them): tpm2-tss loads its TCTI module with dlopen.
     pub runtime_libraries: Vec<String>,
+    /// virt-firmware's `virt-fw-vars`, which enrols the keys.
+    pub virt_fw_vars: PathBuf,
+    /// The data partition's size in MiB.
+    pub data_mib: u64,
 }
 
 impl BuildOptions {
@@ -114,8 +118,26 @@ impl BuildOptions {
             ovmf_vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
             cmdline: "console=ttyS0 quiet loglevel=3 panic=-1".into(),
             image_version: "0.1.0".into(),
-            modules: vec!["virtio_pci".into(), "virtio_blk".into(), "dm_verity".into()],
+            // Storage and its file systems (ext4 asks for crc32c through the crypto API, which
+            // no module dependency names), the network, and the power button's input device.
+            modules: [
+                "virtio_pci",
+                "virtio_blk",
+                "dm_verity",
+                "crc32c_generic",
+                "ext4",
+                "vfat",
+                "nls_cp437",
+                "nls_ascii",
+                "virtio_net",
+                "button",
+                "evdev",
+            ]
+            .map(String::from)
+            .to_vec(),
             runtime_libraries: vec!["libtss2-tcti-device.so.0".into()],
+            virt_fw_vars: "virt-fw-vars".into(),
+            data_mib: 2048,
         }
     }
 }
@@ -473,7 +495,7 @@ fn uki(
     read(&signed)
 }
 
-const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 fn disk(
     options: &BuildOptions,
@@ -517,7 +539,7 @@ fn disk(
             .arg("::EFI/BOOT/BOOTX64.EFI"),
         "mtools",
     )?;
-    let data_mib = 64u64;
+    let data_mib = options.data_mib;
     let total = (1 + esp_mib + data_mib + 1) * MIB;
     let disk = options.out.join("disk.img");
     let file = io("cannot create disk.img", std::fs::File::create(&disk))?;
@@ -556,20 +578,57 @@ fn disk(
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }));
     }
-    let esp_bytes = read(&esp)?;
-    let mut file = io(
-        "cannot open disk.img",
-        std::fs::File::options().write(true).open(&disk),
-    )?;
-    io(
-        "cannot place the ESP",
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(MIB)),
-    )?;
-    io(
-        "cannot place the ESP",
-        std::io::Write::write_all(&mut file, &esp_bytes),
-    )?;
+    place(&disk, MIB, &esp, "the ESP")?;
+    let data = data_partition(work, data_mib)?;
+    place(&disk, (1 + esp_mib) * MIB, &data, "the data partition")?;
     Ok(())
+}
+
+/// Copies the file system image `part` into `disk` at `offset`, leaving runs of zeros as holes
+/// so that the disk stays sparse.
+fn place(disk: &Path, offset: u64, part: &Path, what: &str) -> Result<(), BuildError> {
+    use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+    let context = format!("cannot place {what} in {}", disk.display());
+    let mut target = io(
+        context.clone(),
+        std::fs::File::options().write(true).open(disk),
+    )?;
+    let mut source = io(context.clone(), std::fs::File::open(part))?;
+    let mut chunk = vec![0u8; MIB as usize];
+    let mut position = offset;
+    loop {
+        let read = io(context.clone(), source.read(&mut chunk))?;
+        if read == 0 {
+            return Ok(());
+        }
+        if chunk[..read].iter().any(|byte| *byte != 0) {
+            io(context.clone(), target.seek(SeekFrom::Start(position)))?;
+            io(context.clone(), target.write_all(&chunk[..read]))?;
+        }
+        position += read as u64;
+    }
+}
+
+/// The data partition's ext4 file system, made here so that the device never formats a disk:
+/// an appliance that finds no file system of ours stops rather than erase what it cannot read.
+/// The UUID, hash seed and times are fixed, so that builds are reproducible.
+fn data_partition(work: &Path, data_mib: u64) -> Result<PathBuf, BuildError> {
+    let image = work.join("data.img");
+    let _ = std::fs::remove_file(&image);
+    run(
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-L", "edgeward-data"])
+            .args(["-U", "6d0f2c1e-0b3a-4e5b-9a77-45dc0e1d2a04"])
+            .args([
+                "-E",
+                "hash_seed=6d0f2c1e-0b3a-4e5b-9a77-45dc0e1d2a05,root_owner=0:0",
+            ])
+            .env("E2FSPROGS_FAKE_TIME", "1735689600")
+            .arg(&image)
+            .arg(format!("{data_mib}M")),
+        "e2fsprogs",
+    )?;
+    Ok(image)
 }
 
 fn ovmf_vars(options: &BuildOptions, keys: &KeyDir, owner: &str) -> Result<(), BuildError> {
@@ -581,7 +640,7 @@ fn ovmf_vars(options: &BuildOptions, keys: &KeyDir, owner: &str) -> Result<(), B
         std::fs::create_dir_all(&auth),
     )?;
     run(
-        Command::new("virt-fw-vars")
+        Command::new(&options.virt_fw_vars)
             .arg("--input")
             .arg(&options.ovmf_vars)
             .arg("--set-pk")

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod configure;
 pub mod cpio;
 pub mod elf;
 pub mod keys;

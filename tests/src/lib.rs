@@ -1,12 +1,15 @@
 //! Shared helpers of Edgeward's end-to-end tests: where the shared test data lives, and guards
 //! that start real peers and stop them on drop.
 
+pub mod appliance;
 pub mod device_keys;
 pub mod openssl;
 pub mod platform;
 pub mod pypmu;
 pub mod qemu;
+pub mod sntp;
 pub mod swtpm;
+pub mod verifier;
 
 use std::path::PathBuf;
 

@@ -64,13 +64,14 @@ impl Platform {
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki).expect("pki dir");
         root_ca(&pki, "ca", "/CN=SEGuRo Certificate Authority");
+        // 10.0.2.2: the host as a QEMU guest on the user network sees it.
         leaf(
             &pki,
             "server",
             KeyKind::P256,
             "/CN=localhost",
             "ca",
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.2.2\n",
         );
         leaf(
             &pki,
@@ -430,12 +431,22 @@ pub fn software_device(platform: &Platform, name: &str) -> (PathBuf, PathBuf, Pa
 
 /// The block files the recorder wrote for the test device's PMU (`sub1/pmu-a/bay-1`), in order.
 pub fn block_files(store: &Path) -> Vec<PathBuf> {
-    let dir = store.join("data/measurements/sub1/pmu-a/bay-1");
+    block_files_of(store, "sub1/pmu-a/bay-1")
+}
+
+/// The block files the recorder wrote for the point `location/device/pmu`, in order.
+pub fn block_files_of(store: &Path, point: &str) -> Vec<PathBuf> {
+    let dir = store.join("data/measurements").join(point);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
                 .map(|entry| entry.path())
+                // Not the recorder's files in the making.
+                .filter(|path| {
+                    path.extension()
+                        .is_some_and(|extension| extension == "parquet")
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -445,7 +456,12 @@ pub fn block_files(store: &Path) -> Vec<PathBuf> {
 
 /// Every recorded sequence of that PMU, in order, across its block files.
 pub fn recorded_sequences(store: &Path) -> Vec<u64> {
-    block_files(store)
+    recorded_sequences_of(store, "sub1/pmu-a/bay-1")
+}
+
+/// Every recorded sequence of the point `location/device/pmu`, in block order.
+pub fn recorded_sequences_of(store: &Path, point: &str) -> Vec<u64> {
+    block_files_of(store, point)
         .iter()
         .flat_map(|file| {
             edgeward_platform::parquet_block::decode_block(std::fs::read(file).expect("read"))

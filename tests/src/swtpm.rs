@@ -48,22 +48,7 @@ impl Swtpm {
             std::env::temp_dir().join(format!("edgeward-swtpm-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&state).expect("swtpm state directory");
         if provision {
-            let output = Command::new("swtpm_setup")
-                .args([
-                    "--tpm2",
-                    "--create-ek-cert",
-                    "--create-platform-cert",
-                    "--overwrite",
-                ])
-                .args(["--pcr-banks", "sha256", "--tpmstate"])
-                .arg(&state)
-                .output()
-                .expect("swtpm_setup runs");
-            assert!(
-                output.status.success(),
-                "swtpm_setup failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            manufacture(&state);
         }
         let child = spawn(&state, port);
         Some(Self { child, state, port })
@@ -143,6 +128,29 @@ impl Manufacturer {
         };
         (read(&self.root), read(&self.intermediate))
     }
+}
+
+/// Gives the TPM state in `state` an EK and an EK certificate from swtpm's local CA (which the
+/// first run creates, `/var/lib/swtpm-localca`), as a TPM leaves its factory; as `qemu/boot`
+/// does for a state it finds empty.
+pub fn manufacture(state: &std::path::Path) {
+    std::fs::create_dir_all(state).expect("swtpm state directory");
+    let output = Command::new("swtpm_setup")
+        .args([
+            "--tpm2",
+            "--create-ek-cert",
+            "--create-platform-cert",
+            "--overwrite",
+        ])
+        .args(["--pcr-banks", "sha256", "--tpmstate"])
+        .arg(state)
+        .output()
+        .expect("swtpm_setup runs");
+    assert!(
+        output.status.success(),
+        "swtpm_setup failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn run(command: &mut Command, what: &str) {

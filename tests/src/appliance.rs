@@ -1,0 +1,176 @@
+//! The central side of a booted appliance, on this machine: the platform (Mosquitto, the TSA),
+//! a verifier that knows the released image, pyPMU and chronyd, all on loopback, which a QEMU
+//! guest on the user network reaches as 10.0.2.2; and the device's signed configuration on a
+//! writable copy of the image's disk.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::platform::Platform;
+use crate::pypmu::{free_port, PyPmu};
+use crate::run_edgeward;
+use crate::sntp::Chrony;
+use crate::swtpm::Manufacturer;
+use crate::verifier::Verifier;
+
+/// The PMU's reporting rate.
+pub const RATE: u64 = 50;
+
+/// A released image and its keys.
+pub struct Release {
+    pub dir: PathBuf,
+    pub keys: PathBuf,
+    pub image: PathBuf,
+}
+
+/// The central side on the host, as a device on QEMU's user network sees it.
+pub struct Central {
+    pub dir: PathBuf,
+    pub platform: Platform,
+    pub verifier: Verifier,
+    /// The verifier's device CA, which the recorder and verify-data trust.
+    pub device_ca: PathBuf,
+    pub pmu: PyPmu,
+    pub sntp: Chrony,
+}
+
+impl Central {
+    /// The platform, a verifier that knows the releases in `manifests`, pyPMU and chronyd, in
+    /// `release.dir/name`, and the device's TPM state in its `tpm/`. `None` (after saying why) when a peer is missing outside CI.
+    pub fn start(release: &Release, name: &str, manifests: &[&Path]) -> Option<Self> {
+        let dir = release.dir.join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let platform = Platform::start(&dir)?;
+        let pmu = PyPmu::start(7, RATE as u16, "int-rect")?;
+        let sntp = Chrony::start(&dir.join("chrony"))?;
+        let port = free_port();
+        let verifier_dir = dir.join("verifier");
+        // The device's TPM is made before the verifier is told who makes TPMs.
+        crate::swtpm::manufacture(&dir.join("tpm"));
+        let swtpm_ca = Manufacturer::swtpm_localca();
+        let path = |path: &Path| path.to_string_lossy().into_owned();
+        let mut args: Vec<String> = [
+            "verifier",
+            "init",
+            "--dir",
+            &path(&verifier_dir),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--hostname",
+            "10.0.2.2",
+            "--hostname",
+            "127.0.0.1",
+            "--platform-ca",
+            &path(&platform.pki("ca.crt")),
+            "--platform-ca-key",
+            &path(&platform.pki("ca.key")),
+            "--release-key",
+            &path(&release.image.join("release.pub.raw")),
+            "--ek-root",
+            &path(&swtpm_ca.root),
+            "--ek-intermediate",
+            &path(&swtpm_ca.intermediate),
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        for manifest in manifests {
+            args.push("--manifest".into());
+            args.push(path(manifest));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_edgeward(&args);
+        let config = verifier_dir.join("verifier.toml");
+        let verifier = Verifier::start(&config, port, &verifier_dir.join("tls-ca.crt"));
+        Some(Self {
+            device_ca: verifier_dir.join("device-ca.crt"),
+            dir,
+            platform,
+            verifier,
+            pmu,
+            sntp,
+        })
+    }
+
+    /// The signed configuration of device bay-50 (location sub1, PMU bay-1, 1 s blocks),
+    /// pointing at this central side.
+    pub fn device_config(&self, release: &Release) -> PathBuf {
+        let pem = |path: &Path| std::fs::read_to_string(path).expect("PEM");
+        let file = self.dir.join("device.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"identity = "bay-50"
+location = "sub1"
+
+[network]
+mode = "dhcp"
+
+[time]
+sntp = ["10.0.2.2:{sntp}"]
+
+[verifier]
+url = "https://10.0.2.2:{verifier}"
+ca = """{verifier_ca}"""
+ek = "rsa"
+
+[broker]
+addresses = ["10.0.2.2:{mqtt}"]
+ca = """{broker_ca}"""
+
+[tsa]
+url = "http://10.0.2.2:{tsa}/api/v1/timestamp"
+root = """{tsa_root}"""
+
+[data]
+block_seconds = 1
+heartbeat_seconds = 2
+
+[[pmu]]
+name = "bay-1"
+idcode = 7
+address = "10.0.2.2:{pmu}"
+"#,
+                sntp = self.sntp.port,
+                verifier = self.verifier.url.rsplit(':').next().expect("port"),
+                verifier_ca = pem(&self.verifier.ca),
+                mqtt = self.platform.mqtt_port,
+                broker_ca = pem(&self.platform.pki("ca.crt")),
+                tsa = self.platform.tsa_port,
+                tsa_root = pem(&self.platform.pki("tsa-root.crt")),
+                pmu = self.pmu.port,
+            ),
+        )
+        .expect("write");
+        run_edgeward(&[
+            "config",
+            "sign",
+            &file.to_string_lossy(),
+            "--keys",
+            &release.keys.to_string_lossy(),
+        ]);
+        file
+    }
+}
+
+/// A writable copy of `image`'s disk at `disk`, configured with `config` (`edgeward image
+/// configure`).
+pub fn configured_disk(image: &Path, config: &Path, disk: &Path) {
+    let copied = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image.join("disk.img"))
+        .arg(disk)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    run_edgeward(&[
+        "image",
+        "configure",
+        "--image",
+        &image.to_string_lossy(),
+        "--disk",
+        &disk.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+}

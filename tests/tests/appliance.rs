@@ -1,0 +1,372 @@
+//! The booted appliance as the product: the released image, configured for one device with
+//! `edgeward image configure`, boots under OVMF Secure Boot in QEMU with swtpm, and PID 1
+//! brings the appliance up against a central side on the host (the verifier, Mosquitto, the
+//! TSA, the recorder, chronyd for SNTP, pyPMU as the substation's PMU), which the guest
+//! reaches as 10.0.2.2 on QEMU's user network.
+//!
+//! Checked, with the real components: a configuration altered after signing is refused at
+//! boot in one console line and nothing starts; a configured appliance attests, gets its
+//! certificate and streams blocks the platform verifies; through a broker outage of a minute
+//! with a power cut inside it, nothing the appliance accepted is lost (every sample from the
+//! first to the last, except while it was off, arrives once, signed and time-stamped); the
+//! power button stops it cleanly. An image the owner signed but never released boots, gets no
+//! certificate, and publishes nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edgeward_tests::appliance::{configured_disk, Central, Release, RATE};
+use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe};
+use edgeward_tests::qemu::{self, Vm};
+use edgeward_tests::{agent_binary, build_image, run_edgeward};
+
+const POINT: &str = "sub1/bay-50/bay-1";
+
+/// The released image and its keys, built once for the file.
+static RELEASE: OnceLock<Option<Release>> = OnceLock::new();
+/// One QEMU at a time: two TCG guests on two cores would each take twice as long.
+static ONE_VM: Mutex<()> = Mutex::new(());
+
+fn release() -> Option<&'static Release> {
+    RELEASE
+        .get_or_init(|| {
+            if !qemu::available() {
+                return None;
+            }
+            let dir = edgeward_tests::scratch_shared("appliance-test");
+            let keys = dir.join("keys");
+            let image = dir.join("image");
+            run_edgeward(&["keys", "init", &keys.to_string_lossy()]);
+            build_image(&keys, &image, &agent_binary());
+            Some(Release { dir, keys, image })
+        })
+        .as_ref()
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// Overwrites the configuration on `disk`'s ESP with `text`, keeping the signature there: what
+/// someone with the disk in hand can do.
+fn replace_config_on_disk(disk: &Path, text: &str, scratch: &Path) {
+    let file = scratch.join("device.toml");
+    std::fs::write(&file, text).expect("write");
+    let status = Command::new("mcopy")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@1048576", disk.display()))
+        .arg(&file)
+        .arg("::EFI/edgeward/device.toml")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .status()
+        .expect("mcopy");
+    assert!(status.success());
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < timeout,
+            "{what} within {} s",
+            timeout.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    started.elapsed()
+}
+
+fn console_text(vm: &Vm) -> String {
+    vm.console()
+        .into_iter()
+        .filter(|line| !line.starts_with("EDGEWARD-EVENTLOG"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_and_power_cut() {
+    let Some(release) = release() else { return };
+    let _one = ONE_VM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(mut central) = Central::start(release, "streaming", &[&release.image]) else {
+        return;
+    };
+    let dir = central.dir.clone();
+    let config = central.device_config(release);
+    let tpm_state = dir.join("tpm");
+
+    // The tool refuses to put an altered configuration on a disk.
+    let text = std::fs::read_to_string(&config).expect("read");
+    let altered_text = text.replace("block_seconds = 1", "block_seconds = 9");
+    let altered = dir.join("altered");
+    std::fs::create_dir_all(&altered).expect("dir");
+    std::fs::write(altered.join("device.toml"), &altered_text).expect("write");
+    std::fs::copy(dir.join("device.toml.sig"), altered.join("device.toml.sig")).expect("copy");
+    let refused = Command::new(edgeward_tests::edgeward_binary())
+        .args(["image", "configure", "--image"])
+        .arg(&release.image)
+        .arg("--disk")
+        .arg(dir.join("unused.img"))
+        .arg("--config")
+        .arg(altered.join("device.toml"))
+        .output()
+        .expect("runs");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("not one this image obeys"),
+        "{said}"
+    );
+
+    // Someone with the disk in hand alters the configuration on it: the appliance says so in
+    // one line and powers off; the network never comes up.
+    let disk = dir.join("disk.img");
+    configured_disk(&release.image, &config, &disk);
+    replace_config_on_disk(&disk, &altered_text, &altered);
+    let mut vm = Vm::start(
+        &release.image,
+        &disk,
+        &tpm_state,
+        &dir.join("console-refused.log"),
+    );
+    let line = vm
+        .wait_for("EDGEWARD-REFUSED", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("no refusal: {}", console_text(&vm)));
+    assert!(line.contains("altered after signing"), "{line}");
+    assert!(
+        vm.wait_exit(Duration::from_secs(30)),
+        "powers off after refusing"
+    );
+    let console = console_text(&vm);
+    assert!(!console.contains("EDGEWARD-NETWORK"), "{console}");
+    eprintln!("refused as expected (altered on the disk): {line}");
+
+    // The configured appliance: attests, streams, the platform verifies.
+    configured_disk(&release.image, &config, &disk);
+    let store = dir.join("store");
+    let recorder = central
+        .platform
+        .recorder_trusting(&store, &central.device_ca);
+    let heartbeats = subscribe(&central.platform, "heartbeats", 40);
+    let mut vm = Vm::start(&release.image, &disk, &tpm_state, &dir.join("console.log"));
+    let booted = vm.started;
+    vm.wait_for("EDGEWARD-READY", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("no boot: {}", console_text(&vm)));
+    let ready_after = booted.elapsed();
+    let clock = vm
+        .wait_for("EDGEWARD-CLOCK", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no clock: {}", console_text(&vm)));
+    vm.wait_for("device certificate written", Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("no certificate: {}", console_text(&vm)));
+    wait_until(
+        "the first block at the recorder",
+        Duration::from_secs(60),
+        || !block_files_of(&store, POINT).is_empty(),
+    );
+    let first_block_after = booted.elapsed();
+    wait_until(
+        "three blocks at the recorder",
+        Duration::from_secs(60),
+        || block_files_of(&store, POINT).len() >= 3,
+    );
+    eprintln!(
+        "booted appliance: READY {:.1} s, {clock}, first block recorded {:.1} s after QEMU started",
+        ready_after.as_secs_f64(),
+        first_block_after.as_secs_f64()
+    );
+    let beats = heartbeats.wait_with_output().expect("heartbeats");
+    let beats = String::from_utf8_lossy(&beats.stdout);
+    assert!(
+        beats.contains("\"attestation\":\"running\"") && beats.contains("\"stream\":\"running\""),
+        "roles in the heartbeats: {beats}"
+    );
+
+    // A minute without the broker, with the power cut in the middle of it.
+    central.platform.stop_broker();
+    let outage = Instant::now();
+    std::thread::sleep(Duration::from_secs(25));
+    let cut_at = now();
+    vm.power_cut();
+    let mut consoles = vm.console();
+    let mut vm = Vm::start(&release.image, &disk, &tpm_state, &dir.join("console.log"));
+    vm.wait_for("device certificate written", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("no certificate after the power cut: {}", console_text(&vm)));
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(outage.elapsed()));
+    central.platform.start_broker();
+    let back_at = now();
+    // Everything buffered before the cut and since the reboot arrives, with its proofs.
+    wait_until(
+        "blocks cut after the broker came back, every recorded block proven",
+        Duration::from_secs(120),
+        || {
+            let recent = recorded_sequences_of(&store, POINT)
+                .last()
+                .is_some_and(|last| *last as f64 / RATE as f64 > back_at + 2.0);
+            recent && {
+                std::thread::sleep(Duration::from_secs(2));
+                central
+                    .platform
+                    .verify_data_trusting(&store, &central.device_ca)
+                    .0
+            }
+        },
+    );
+
+    // The power button: every role stops, the buffer is flushed, the guest powers off.
+    vm.power_button();
+    let stopped = vm
+        .wait_for("EDGEWARD-STOPPED", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no clean stop: {}", console_text(&vm)));
+    assert!(vm.wait_exit(Duration::from_secs(30)), "powers off");
+    eprintln!("power button: {stopped}");
+    consoles.extend(vm.console());
+    std::thread::sleep(Duration::from_secs(2));
+    drop(recorder);
+
+    let (ok, report) = central
+        .platform
+        .verify_data_trusting(&store, &central.device_ca);
+    assert!(ok, "verify-data:\n{report}");
+    assert!(report.contains("device=bay-50"), "{report}");
+    assert!(!store.join("aside").exists(), "nothing set aside: {report}");
+
+    // Nothing accepted is lost, nothing arrives twice. The samples run from the first to the
+    // last with three kinds of gap only: while the appliance was off (one, starting when the
+    // power was cut); samples the appliance refused, and logged, as not after the previous one
+    // (the host's clock, which pyPMU stamps frames with, stepping back); and single frames the
+    // PMU never sent (pyPMU stamps each frame when it sends it, after a sleep of one period,
+    // so its stamps drift across the grid and skip a point about once a second).
+    let sequences = recorded_sequences_of(&store, POINT);
+    let mut sorted = sequences.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), sequences.len(), "a sample recorded twice");
+    let refused: std::collections::BTreeSet<u64> = consoles
+        .iter()
+        .filter(|line| line.contains("not after the previous one"))
+        .filter_map(|line| line.rsplit("sequence=").next()?.trim().parse().ok())
+        .collect();
+    let seconds = |sequence: u64| sequence as f64 / RATE as f64;
+    let mut unexplained = Vec::new();
+    let mut off = Vec::new();
+    for pair in sorted.windows(2) {
+        let missing: Vec<u64> = (pair[0] + 1..pair[1])
+            .filter(|sequence| !refused.contains(sequence))
+            .collect();
+        // What is left, in runs of consecutive sequences.
+        let mut runs: Vec<Vec<u64>> = Vec::new();
+        for sequence in missing {
+            match runs.last_mut() {
+                Some(run) if run.last() == Some(&(sequence - 1)) => run.push(sequence),
+                _ => runs.push(vec![sequence]),
+            }
+        }
+        for run in runs.into_iter().filter(|run| run.len() > 1) {
+            if run.len() as u64 > 2 * RATE {
+                off.push((pair[0], pair[1]));
+            } else {
+                unexplained.push((seconds(run[0]), run.len()));
+            }
+        }
+    }
+    eprintln!(
+        "{} samples in {} blocks, {} refused as not after the previous one; off {:?}; power cut at {cut_at:.2}",
+        sorted.len(),
+        block_files_of(&store, POINT).len(),
+        refused.len(),
+        off.iter()
+            .map(|(from, to)| format!("{:.2}..{:.2}", seconds(*from), seconds(*to)))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        unexplained.is_empty(),
+        "samples lost (start, count): {unexplained:?}"
+    );
+    assert_eq!(off.len(), 1, "one gap, while the power was off: {off:?}");
+    let (last_before, first_after) = off[0];
+    assert!(
+        seconds(last_before) > cut_at - 3.0 && seconds(last_before) <= cut_at,
+        "the samples before the cut all arrived: the last is {:.2}, the cut {cut_at:.2}",
+        seconds(last_before)
+    );
+    assert!(seconds(first_after) > cut_at, "after the reboot");
+}
+
+#[test]
+fn an_unreleased_image_gets_no_certificate_and_publishes_nothing() {
+    let Some(release) = release() else { return };
+    // Signed with the owner's keys, so it boots, but with another command line: a build the
+    // owner never released, so its PCR 11 matches no manifest the verifier holds.
+    let unreleased = release.dir.join("unreleased-image");
+    if !unreleased.join("disk.img").is_file() {
+        run_edgeward(&[
+            "image",
+            "build",
+            "--keys",
+            &release.keys.to_string_lossy(),
+            "--out",
+            &unreleased.to_string_lossy(),
+            "--agent",
+            &agent_binary().to_string_lossy(),
+            "--cmdline",
+            "console=ttyS0 quiet loglevel=3 panic=-1 edgeward.debug",
+        ]);
+    }
+    let _one = ONE_VM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(central) = Central::start(release, "unreleased", &[&release.image]) else {
+        return;
+    };
+    let dir = central.dir.clone();
+    let config = central.device_config(release);
+    let disk = dir.join("disk.img");
+    configured_disk(&unreleased, &config, &disk);
+    let store = dir.join("store");
+    let recorder = central
+        .platform
+        .recorder_trusting(&store, &central.device_ca);
+    let everything = subscribe(&central.platform, "#", 45);
+    let mut vm = Vm::start(
+        &unreleased,
+        &disk,
+        &dir.join("tpm"),
+        &dir.join("console.log"),
+    );
+    let refusal = vm
+        .wait_for("attestation failed", Duration::from_secs(150))
+        .unwrap_or_else(|| panic!("no attestation outcome: {}", console_text(&vm)));
+    // Let it retry once more, and stream from the PMU meanwhile, before looking.
+    std::thread::sleep(Duration::from_secs(15));
+    vm.power_button();
+    vm.wait_for("EDGEWARD-STOPPED", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no clean stop: {}", console_text(&vm)));
+    vm.wait_exit(Duration::from_secs(30));
+    drop(recorder);
+    let console = console_text(&vm);
+    eprintln!("refused as expected (unreleased image): {refusal}");
+    assert!(refusal.contains("refused"), "{refusal}");
+    assert!(!console.contains("device certificate written"), "{console}");
+    let heard = everything.wait_with_output().expect("subscriber");
+    let heard = String::from_utf8_lossy(&heard.stdout);
+    assert!(
+        !heard.contains("bay-50"),
+        "the broker carried something of the unreleased device: {heard}"
+    );
+    assert!(block_files_of(&store, POINT).is_empty());
+    let devices = central.verifier.devices();
+    let device = devices
+        .iter()
+        .find(|device| device["id"] == "bay-50")
+        .unwrap_or_else(|| panic!("bay-50 registered: {devices:?}"));
+    assert_eq!(device["certificates"], serde_json::json!([]), "{device}");
+    assert!(device["attested_until"].is_null(), "{device}");
+    assert_eq!(device["last_verdict"]["accepted"], false, "{device}");
+}
