@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 pub const MODULE_LIST: &str = "/etc/edgeward/modules";
 const PCR_DIR: &str = "/sys/class/tpm/tpm0/pcr-sha256";
 const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+const IMA_LIST: &str = "/sys/kernel/security/ima/binary_runtime_measurements";
 
 fn mount_filesystems() -> Result<()> {
     let mounts: [(&str, &str, &str); 4] = [
@@ -80,6 +81,19 @@ pub fn run() -> Result<()> {
     let replayed = edgeward_bootchain::eventlog::parse(&event_log)
         .map_err(anyhow::Error::from)
         .and_then(|log| Ok(edgeward_bootchain::eventlog::replay(&log)?));
+    // The kernel's IMA list (no policy is set: the boot aggregate alone), for PCR 10.
+    let mut ima_count = 0;
+    let ima = match std::fs::read(IMA_LIST) {
+        Ok(list) => edgeward_bootchain::ima::parse(&list)
+            .map(|entries| {
+                ima_count = entries.len();
+                edgeward_bootchain::ima::replay_sha256(&entries)
+            })
+            .map_err(anyhow::Error::from),
+        // A kernel without IMA extends nothing.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(error) => Err(anyhow::Error::from(error).context(format!("cannot read {IMA_LIST}"))),
+    };
     let pcr_json: Map<String, Value> = pcrs
         .iter()
         .map(|(index, value)| (index.to_string(), Value::String(value.clone())))
@@ -95,16 +109,25 @@ pub fn run() -> Result<()> {
                 .iter()
                 .filter_map(|(index, value)| {
                     let pcr = edgeward_bootchain::eventlog::PcrIndex::new(*index)?;
-                    let replayed = banks
-                        .get(sha256, pcr)
-                        .map(hex::encode)
-                        .unwrap_or_else(|| "0".repeat(64));
+                    // IMA extends after the firmware log ends: its PCRs come from its list.
+                    let replayed = match ima.as_ref().ok().and_then(|ima| ima.get(index)) {
+                        Some(value) => hex::encode(value),
+                        None => banks
+                            .get(sha256, pcr)
+                            .map(hex::encode)
+                            .unwrap_or_else(|| "0".repeat(64)),
+                    };
                     (&replayed != value).then(|| index.to_string())
                 })
                 .collect();
+            let ima_entries = match &ima {
+                Ok(pcrs) if pcrs.is_empty() => "none".to_owned(),
+                Ok(_) => ima_count.to_string(),
+                Err(error) => format!("unreadable ({error:#})"),
+            };
             writeln!(
                 console,
-                "EDGEWARD-REPLAY differing_pcrs=[{}]",
+                "EDGEWARD-REPLAY differing_pcrs=[{}] ima_entries={ima_entries}",
                 differing.join(",")
             )?;
         }

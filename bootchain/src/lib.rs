@@ -1,4 +1,5 @@
-//! Boot-chain evidence for Edgeward: TCG PC Client event logs (parsing and replay), and the
+//! Boot-chain evidence for Edgeward: TCG PC Client event logs (parsing and replay), the
+//! kernel's IMA measurement list (PCR 10), and the
 //! prediction of PCR values from image artifacts, and the signed reference-value manifests a
 //! replayed log is matched against.
 //!
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod eventlog;
+pub mod ima;
 pub mod manifest;
 pub mod pe;
 pub mod predict;

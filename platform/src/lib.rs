@@ -10,6 +10,7 @@ pub mod heartbeat;
 pub mod identity;
 pub mod layout;
 pub mod notification;
+#[cfg(feature = "parquet-block")]
 pub mod parquet_block;
 pub mod store;
 pub mod topics;

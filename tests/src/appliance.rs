@@ -95,7 +95,20 @@ impl Central {
     /// The signed configuration of device bay-50 (location sub1, PMU bay-1, 1 s blocks),
     /// pointing at this central side.
     pub fn device_config(&self, release: &Release) -> PathBuf {
+        self.device_config_with(release, 1)
+    }
+
+    /// The same with `streams` PMU streams, bay-1 to bay-N, all served by the one pyPMU.
+    pub fn device_config_with(&self, release: &Release, streams: usize) -> PathBuf {
         let pem = |path: &Path| std::fs::read_to_string(path).expect("PEM");
+        let pmus: String = (1..=streams)
+            .map(|n| {
+                format!(
+                    "\n[[pmu]]\nname = \"bay-{n}\"\nidcode = 7\naddress = \"10.0.2.2:{}\"\n",
+                    self.pmu.port
+                )
+            })
+            .collect();
         let file = self.dir.join("device.toml");
         std::fs::write(
             &file,
@@ -125,12 +138,7 @@ root = """{tsa_root}"""
 [data]
 block_seconds = 1
 heartbeat_seconds = 2
-
-[[pmu]]
-name = "bay-1"
-idcode = 7
-address = "10.0.2.2:{pmu}"
-"#,
+{pmus}"#,
                 sntp = self.sntp.port,
                 verifier = self.verifier.url.rsplit(':').next().expect("port"),
                 verifier_ca = pem(&self.verifier.ca),
@@ -138,7 +146,6 @@ address = "10.0.2.2:{pmu}"
                 broker_ca = pem(&self.platform.pki("ca.crt")),
                 tsa = self.platform.tsa_port,
                 tsa_root = pem(&self.platform.pki("tsa-root.crt")),
-                pmu = self.pmu.port,
             ),
         )
         .expect("write");

@@ -224,8 +224,25 @@ fn measured_boot_image_end_to_end() {
             "PCR {pcr}: the replayed log differs from the TPM"
         );
     }
-    // PCR 10 is IMA's, measured by the kernel and not in the firmware log.
+    // PCR 10 is IMA's, measured by the kernel and not in the firmware log; the agent replays
+    // the kernel's IMA list for it (the boot aggregate, then each kernel module the agent loads:
+    // Debian's kernel applies its Secure Boot architecture policy), and then every PCR agrees
+    // with the TPM.
     assert!(!bank.contains_key(&PcrIndex::new(10).expect("valid")));
+    let modules: usize = outcome
+        .line_starting("EDGEWARD-MODULES loaded=")
+        .and_then(|count| count.trim().parse().ok())
+        .expect("the agent reported the modules it loaded");
+    assert!(modules > 0, "the image loads its kernel modules");
+    let replay_line = outcome
+        .line_starting("EDGEWARD-REPLAY ")
+        .expect("the agent reported its replay");
+    assert_eq!(
+        replay_line,
+        format!("differing_pcrs=[] ima_entries={}", modules + 1),
+        "the firmware log and the IMA list explain every PCR"
+    );
+    assert_ne!(live["10"], "0".repeat(64), "IMA measured into PCR 10");
 
     // The verifier's manifest match on the live boot: the log matches the signed manifest event
     // for event (types and digests, not only the values).

@@ -124,6 +124,15 @@ pub fn run() -> Result<Ended> {
             ready = ready => ready?,
             _ = early_stop.changed() => return anyhow::Ok(()),
         }
+        // What the appliance costs, on the console for whoever watches it (and the benchmarks).
+        tokio::spawn(async {
+            let mut every = tokio::time::interval(RESOURCE_REPORT);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                console(&format!("EDGEWARD-RESOURCES {}", resource_use()));
+            }
+        });
         let appliance = Appliance {
             config,
             data: DataDirs::new(&data),
@@ -142,6 +151,9 @@ pub fn run() -> Result<Ended> {
     ));
     Ok(Ended::Stopped)
 }
+
+/// How often the console gets a line with the agent's memory and CPU time.
+const RESOURCE_REPORT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The agent's peak memory and CPU time, for the operator (and the benchmarks) to read.
 fn resource_use() -> String {
@@ -163,12 +175,15 @@ fn resource_use() -> String {
             .and_then(|value| value.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
-    let cpu_ms = (ticks(11) + ticks(12)) * 10;
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state; in
+    // clock ticks of 10 ms (USER_HZ is 100 on x86).
+    let (user_ms, system_ms) = (ticks(11) * 10, ticks(12) * 10);
+    let cpu_ms = user_ms + system_ms;
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     let uptime_s = uptime.split_whitespace().next().unwrap_or("?");
     format!(
-        "peak_rss_kib={} rss_kib={} cpu_ms={cpu_ms} uptime_s={uptime_s}",
+        "peak_rss_kib={} rss_kib={} cpu_ms={cpu_ms} user_ms={user_ms} system_ms={system_ms} \
+         uptime_s={uptime_s}",
         field("VmHWM:"),
         field("VmRSS:")
     )

@@ -9,6 +9,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use edgeward_config::device::Network;
 use futures_util::stream::TryStreamExt as _;
+use rtnetlink::packet_route::route::{
+    RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
+};
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 use tracing::{info, warn};
 
@@ -163,12 +166,31 @@ pub async fn bring_up(network: &Network) -> Result<Up> {
         .execute()
         .await
         .with_context(|| format!("cannot give {name} the address {address}/{prefix}"))?;
+    // The kernel's route to the local network, replaced by the same with quick ACKs.
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let subnet = Ipv4Addr::from(u32::from(address) & mask);
+    let local = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(subnet, prefix)
+        .output_interface(index)
+        .pref_source(address)
+        .scope(RouteScope::Link)
+        .protocol(RouteProtocol::Kernel)
+        .build();
+    if let Err(error) = handle
+        .route()
+        .add(quick_acks(local))
+        .replace()
+        .execute()
+        .await
+    {
+        warn!(%subnet, prefix, %error, "cannot set quick ACKs on the local network's route");
+    }
     if let Some(gateway) = gateway {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gateway)
             .output_interface(index)
             .build();
-        if let Err(error) = handle.route().add(route).execute().await {
+        if let Err(error) = handle.route().add(quick_acks(route)).execute().await {
             warn!(%gateway, %error, "cannot add the default route");
         }
     }
@@ -190,4 +212,15 @@ pub async fn bring_up(network: &Network) -> Result<Up> {
         gateway,
         lease,
     })
+}
+
+/// `route` with RTAX_QUICKACK: TCP on it acknowledges every segment at once instead of
+/// delaying the ACK. The platform's broker leaves Nagle's algorithm on, so of the PUBACKs it
+/// owes at one instant all but the first wait for our ACK of that first; delayed, that is until
+/// our next publish, 20 ms later at 50 frames/s (docs/benchmarks.md, "Data path").
+fn quick_acks(mut route: RouteMessage) -> RouteMessage {
+    route
+        .attributes
+        .push(RouteAttribute::Metrics(vec![RouteMetric::QuickAck(1)]));
+    route
 }
