@@ -22,6 +22,11 @@ enum Report {
         stream: String,
         statistics: StreamStatistics,
     },
+    /// The stream's figures when it was told to stop.
+    Final {
+        stream: String,
+        statistics: StreamStatistics,
+    },
 }
 
 pub async fn run(
@@ -30,12 +35,19 @@ pub async fn run(
     duration: Option<Duration>,
 ) -> Result<()> {
     let (tx, mut rx) = mpsc::channel(4096);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for stream in config.pmus.clone() {
         let span = info_span!("pmu", name = %stream.name, idcode = %stream.options.idcode);
         tasks.push(tokio::spawn(
-            read_stream(stream, print_frames, config.statistics_interval, tx.clone())
-                .instrument(span),
+            read_stream(
+                stream,
+                print_frames,
+                config.statistics_interval,
+                tx.clone(),
+                stopping.clone(),
+            )
+            .instrument(span),
         ));
     }
     drop(tx);
@@ -60,6 +72,8 @@ pub async fn run(
                     print_statistics(&stream, &statistics);
                     last.insert(stream, statistics);
                 }
+                // Only sent after the stop below.
+                Some(Report::Final { .. }) => {}
                 None => break,
             },
             _ = &mut deadline => break,
@@ -67,11 +81,45 @@ pub async fn run(
             _ = terminate.recv() => break,
         }
     }
+    // Each stream reports its figures as of now, not its last periodic snapshot; frames still
+    // queued for printing are printed first.
+    let _ = stop.send(true);
+    let mut finals: std::collections::BTreeMap<String, StreamStatistics> = Default::default();
+    let collected = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(report) = rx.recv().await {
+            match report {
+                Report::Frame { stream, line } => writeln!(stdout.lock(), "{stream}: {line}")?,
+                Report::Statistics { stream, statistics } => {
+                    last.insert(stream, statistics);
+                }
+                Report::Final { stream, statistics } => {
+                    finals.insert(stream, statistics);
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await;
     for task in &tasks {
         task.abort();
     }
+    if let Ok(result) = collected {
+        result?;
+    }
     info!("stopping; final statistics follow");
     for (stream, statistics) in &last {
+        match finals.get(stream) {
+            Some(statistics) => print_statistics(stream, statistics),
+            None => {
+                warn!(%stream, "no final figures from the stream; its last snapshot follows");
+                print_statistics(stream, statistics);
+            }
+        }
+    }
+    for (stream, statistics) in finals
+        .iter()
+        .filter(|(stream, _)| !last.contains_key(*stream))
+    {
         print_statistics(stream, statistics);
     }
     Ok(())
@@ -102,12 +150,18 @@ async fn read_stream(
     print_frames: bool,
     interval: Duration,
     reports: mpsc::Sender<Report>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut client = PmuClient::spawn(stream.options.clone());
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
         tokio::select! {
+            _ = stopping.changed() => {
+                let statistics = client.statistics();
+                let _ = reports.send(Report::Final { stream: stream.name.clone(), statistics }).await;
+                return;
+            }
             event = client.next_event() => {
                 let Some(event) = event else { return };
                 match event {

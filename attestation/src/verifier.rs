@@ -89,6 +89,11 @@ pub enum Refusal {
     },
     #[error("this TPM (EK {ek}) is already registered as {device}; one identity per TPM")]
     EkTaken { device: String, ek: String },
+    #[error(
+        "device identity {0} is reserved: the broker gives it more than a device's rights \
+         (reserved_identities in the verifier's configuration)"
+    )]
+    ReservedIdentity(String),
     #[error("the EK certificate is not trusted: {0}")]
     EkCertificate(String),
     #[error("the EK is refused: {0}")]
@@ -131,6 +136,7 @@ impl Refusal {
             Self::Denied { .. } => "denied",
             Self::IdentityTaken { .. } => "identity_taken",
             Self::EkTaken { .. } => "ek_taken",
+            Self::ReservedIdentity(_) => "reserved_identity",
             Self::EkCertificate(_) => "ek_certificate",
             Self::EkKey(_) => "ek_key",
             Self::EkKind { .. } => "ek_kind",
@@ -191,6 +197,11 @@ pub struct Policy {
     pub nonce_lifetime: Duration,
     /// How long a credential challenge may take to come back.
     pub activation_lifetime: Duration,
+    /// Identities no device may take: the platform's own clients (the recorder, an operator's
+    /// reader), to which the broker's ACL gives more than a device's rights. A device
+    /// certificate is a broker identity by its CN, so one issued under such a name would read
+    /// every topic.
+    pub reserved_identities: BTreeSet<DeviceId>,
 }
 
 impl Policy {
@@ -211,6 +222,7 @@ impl Policy {
             certificate_validity: Duration::from_secs(24 * 3600),
             nonce_lifetime: Duration::from_secs(120),
             activation_lifetime: Duration::from_secs(300),
+            reserved_identities: BTreeSet::new(),
         }
     }
 
@@ -522,6 +534,9 @@ pub fn register(
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<(DeviceRecord, RegisterResponse), Refusal> {
     let (ek, id) = identity_of(&request)?;
+    if policy.reserved_identities.contains(&id) {
+        return Err(Refusal::ReservedIdentity(id.to_string()));
+    }
     if ek.kind() != policy.ek_kind {
         return Err(Refusal::EkKind {
             configured: policy.ek_kind.describe(),

@@ -61,6 +61,10 @@ pub struct VerifierConfig {
     pub attestation_interval_seconds: u64,
     #[serde(default = "default_certificate_validity")]
     pub certificate_validity_seconds: u64,
+    /// Identities no device may register as (the broker's readers). Required: an empty list
+    /// says there are none, a missing one is refused rather than taken as none.
+    #[serde(default)]
+    pub reserved_identities: Option<Vec<String>>,
 }
 
 fn default_attestation_interval() -> u64 {
@@ -198,6 +202,15 @@ impl VerifierConfig {
                 bail!("log_only_pcrs: {pcr} is not a PCR");
             }
             policy.log_only_pcrs.insert(*pcr);
+        }
+        let reserved = self.reserved_identities.as_ref().context(
+            "reserved_identities is not set: list the broker's reader identities (the \
+             recorder, an operator's admin), which no device may take, or [] if there are none",
+        )?;
+        for name in reserved {
+            let id = edgeward_platform::identity::DeviceId::new(name)
+                .with_context(|| format!("reserved_identities: {name:?}"))?;
+            policy.reserved_identities.insert(id);
         }
         if let Err(problems) = policy.check() {
             bail!(

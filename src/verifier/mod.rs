@@ -45,6 +45,10 @@ pub enum VerifierCommand {
         /// Released image directories (manifest.json and its .sig).
         #[arg(long = "manifest", value_name = "DIR", required = true)]
         manifests: Vec<PathBuf>,
+        /// An identity no device may register as: the broker's readers (the platform's
+        /// recorder, an operator's admin), whose certificates the ACL lets read every topic.
+        #[arg(long = "reserved-identity", value_name = "NAME", default_values_t = ["recorder".to_string(), "admin".to_string()])]
+        reserved_identities: Vec<String>,
     },
     /// Serve the HTTPS API until SIGINT or SIGTERM.
     Serve {
@@ -115,6 +119,7 @@ pub fn run(command: VerifierCommand) -> Result<()> {
             ek_intermediates,
             release_key,
             manifests,
+            reserved_identities,
         } => {
             if !matches!(ek.as_str(), "rsa" | "ecc") {
                 bail!("--ek {ek:?}: the EK kind is rsa or ecc");
@@ -192,11 +197,19 @@ pub fn run(command: VerifierCommand) -> Result<()> {
                  # (every verdict names them as skipped). Pin them with [platform_pcrs]\n\
                  # (e.g. 0 = [\"<hex>\"]) once the fleet's firmware values are known.\n\
                  log_only_pcrs = [0, 1, 2, 3, 5, 6]\n\
-                 attestation_interval_seconds = 3600\ncertificate_validity_seconds = 86400\n",
+                 attestation_interval_seconds = 3600\ncertificate_validity_seconds = 86400\n\
+                 # Identities no device may take: the broker's ACL lets these read every topic.\n\
+                 reserved_identities = {}\n",
                 list(&ek_roots)?,
                 list(&ek_intermediates)?,
                 toml_path(&absolute(&release_key)?),
                 list(&manifests)?,
+                toml::Value::Array(
+                    reserved_identities
+                        .iter()
+                        .map(|name| toml::Value::String(name.clone()))
+                        .collect()
+                ),
             ));
             write_new(&config_path, &text, 0o644)?;
             // Fail now rather than at serve time if anything does not load.

@@ -530,6 +530,24 @@ fn remote_attestation_end_to_end() {
         keys.flush(&mut context);
         serde_json::to_value(request).expect("JSON")
     };
+    // The broker's reader identities are no device's to take, whatever TPM asks: a device
+    // certificate named "recorder" would read every topic.
+    for reserved in ["recorder", "admin"] {
+        let mut request = register.clone();
+        request["device"] = reserved.into();
+        let (status, answer) = verifier.post("register", &request);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (403, Some("reserved_identity")),
+            "{answer}"
+        );
+        assert!(
+            answer["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains(&format!("{reserved} is reserved"))),
+            "{answer}"
+        );
+    }
     let (status, answer) = verifier.post("register", &register);
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = verifier.post("nonce", &serde_json::json!({"device": "bay-2"}));
@@ -1041,6 +1059,18 @@ fn nothing_passes_by_omission() {
             "log_only_pcrs does not name it",
         ],
         "quoted PCRs without a reference",
+    );
+    // No reserved identities named: not taken as "none".
+    let without_reserved = original
+        .lines()
+        .filter(|line| !line.starts_with("reserved_identities"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(without_reserved.trim_end(), original.trim_end());
+    refused_start(
+        &without_reserved,
+        &["reserved_identities is not set"],
+        "reader identities left unstated",
     );
     // A PCR both pinned and log-only.
     let both = format!(
