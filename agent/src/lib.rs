@@ -6,6 +6,7 @@
 //! This is the device daemon's own code, not a library for others: it uses `anyhow` like the
 //! binary it belongs to; the protocols it carries live in the library crates.
 
+pub mod accept;
 pub mod appliance;
 pub mod attest_role;
 pub mod bringup;

@@ -11,20 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use edgeward_measurement::block::{BlockFramer, BlockInterval, ClosedBlock};
+use edgeward_measurement::block::BlockInterval;
 use edgeward_measurement::client::{ClientEvent, PmuClient, SessionEvent};
-use edgeward_measurement::sample::{samples_from_data_frame, Sample};
+use edgeward_measurement::sample::samples_from_data_frame;
 use edgeward_platform::heartbeat::{BufferFigures, Heartbeat};
 use edgeward_platform::notification::Notification;
 use edgeward_platform::topics::{
-    PointTopic, TopicSegment, HEARTBEAT_TOPIC, NOTIFICATION_TOPIC, SIGNATURE_TOPIC, TSR_TOPIC,
+    PointTopic, TopicSegment, HEARTBEAT_TOPIC, SIGNATURE_TOPIC, TSR_TOPIC,
 };
-use edgeward_platform::villas::{self, WireSample};
 use edgeward_proof::timestamp::{self, TsaNonce};
 use edgeward_proof::trust::TrustAnchors;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::accept::Acceptance;
 use crate::buffer::{Buffer, Outgoing, StateChanges};
 use crate::config::PmuStream;
 use crate::forwarder::{BrokerOptions, ForwarderStats};
@@ -127,91 +127,13 @@ impl TsaClient {
 }
 
 /// A sample on its way from a PMU task to the accepting task.
-pub enum Input {
-    Sample {
-        topic: Arc<PointTopic>,
-        sample: Sample,
-    },
-    Metadata {
-        topic: Arc<PointTopic>,
-        json: String,
-    },
-    Notice(Notification),
-}
+pub use crate::accept::{notice, Input};
 
-/// A notification of this device, as a buffer message.
-fn notice(notification: &Notification, device: &TopicSegment) -> Outgoing {
-    Outgoing {
-        topic: NOTIFICATION_TOPIC.into(),
-        payload: notification.payload(device),
-        retain: false,
-    }
-}
-
-fn block_prefix(topic: &PointTopic) -> Vec<u8> {
-    let mut key = topic.samples().into_bytes();
-    key.push(0);
-    key
-}
-
-fn block_key(topic: &PointTopic, sequence: u64) -> Vec<u8> {
-    let mut key = block_prefix(topic);
-    key.extend_from_slice(&sequence.to_be_bytes());
-    key
-}
-
-/// Payload bytes per sample message at most: VILLASnode caps its MQTT messages at 1500 B.
-const MAX_MESSAGE: usize = 1400;
-
-/// Samples of one topic on their way into one message.
-struct Group {
-    topic: Arc<PointTopic>,
-    first: u64,
-    payload: Vec<u8>,
-}
-
-impl Group {
-    fn message(self, topic: String) -> Outgoing {
-        Outgoing {
-            topic,
-            payload: self.payload,
-            retain: false,
-        }
-    }
-
-    /// The message, and its samples kept with the open block.
-    fn flush(
-        self,
-        name: String,
-        topic: &PointTopic,
-        messages: &mut Vec<Outgoing>,
-        state: &mut StateChanges,
-    ) {
-        state
-            .block_puts
-            .push((block_key(topic, self.first), self.payload.clone()));
-        messages.push(self.message(name));
-    }
-}
-
-/// A closed block waiting for its proofs: digest → topic and span, for logs.
-fn pending_value(topic: &PointTopic, closed: &ClosedBlock) -> Vec<u8> {
-    format!("{} {}", topic.samples(), closed.line()).into_bytes()
-}
-
-/// The accepting step: turns what the PMU tasks deliver into buffered messages, keeping each
-/// topic's block framing and the open blocks' samples on disk, in one fsync per batch.
+/// The accepting step with its buffer: what [`Acceptance`] decides, committed in one fsync per
+/// batch; a notice when the buffer had to drop old messages for room.
 pub struct Accepter {
     buffer: Buffer,
-    interval: BlockInterval,
-    device: TopicSegment,
-    framers: BTreeMap<String, BlockFramer>,
-    /// The last sequence accepted per topic: a sample at or before it (a PMU repeating a frame
-    /// or stepping its clock back) is not new data, and the recorder would drop it anyway.
-    last: BTreeMap<String, u64>,
-    /// Samples accepted by this process, and refused as not after the previous one.
-    pub samples: u64,
-    pub stale: u64,
+    acceptance: Acceptance,
 }
 
 /// What one batch did.
@@ -229,143 +151,45 @@ impl Accepter {
     /// Restores the open blocks from before a restart: their samples were accepted, so their
     /// digests must cover them.
     pub fn new(buffer: Buffer, interval: BlockInterval, device: TopicSegment) -> Result<Self> {
-        let mut framers: BTreeMap<String, BlockFramer> = BTreeMap::new();
-        let mut last: BTreeMap<String, u64> = BTreeMap::new();
-        let mut restored = 0usize;
-        for (key, value) in buffer.open_block_samples()? {
-            let Some(split) = key.iter().position(|byte| *byte == 0) else {
-                continue;
-            };
-            let topic = String::from_utf8_lossy(&key[..split]).into_owned();
-            for wire in villas::decode(&value).context("a stored open-block sample")? {
-                framers
-                    .entry(topic.clone())
-                    .or_insert_with(|| BlockFramer::new(interval))
-                    .push(&wire.sample);
-                let newest = last.entry(topic.clone()).or_insert(wire.sample.sequence);
-                *newest = (*newest).max(wire.sample.sequence);
-                restored += 1;
-            }
-        }
-        if restored > 0 {
+        let mut acceptance = Acceptance::new(interval, device);
+        let restored = acceptance
+            .restore(buffer.open_block_samples()?)
+            .context("a stored open-block sample")?;
+        if restored.samples > 0 {
             info!(
-                samples = restored,
-                blocks = framers.len(),
+                samples = restored.samples,
+                blocks = restored.blocks,
                 "restored open blocks after a restart"
             );
         }
-        Ok(Self {
-            buffer,
-            interval,
-            device,
-            framers,
-            last,
-            samples: 0,
-            stale: 0,
-        })
+        Ok(Self { buffer, acceptance })
+    }
+
+    /// Samples accepted by this process.
+    pub fn samples(&self) -> u64 {
+        self.acceptance.samples
     }
 
     pub fn accept(&mut self, batch: Vec<Input>) -> Result<Accepted> {
-        let mut messages = Vec::with_capacity(batch.len());
-        let mut state = StateChanges::default();
-        let mut closed_block = false;
-        let mut sequences: Vec<u64> = Vec::new();
-        // Samples of one topic that arrived together travel in one message, up to VILLASnode's
-        // own message size; a protobuf `Message` is the concatenation of its samples' records,
-        // so each sample is encoded once.
-        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-        for input in batch {
-            match input {
-                Input::Sample { topic, sample } => {
-                    let name = topic.samples();
-                    if self
-                        .last
-                        .get(&name)
-                        .is_some_and(|last| sample.sequence <= *last)
-                    {
-                        self.stale += 1;
-                        warn!(topic = %name, sequence = sample.sequence, "a sample not after the previous one; not forwarded");
-                        continue;
-                    }
-                    self.last.insert(name.clone(), sample.sequence);
-                    let interval = self.interval;
-                    let framer = self
-                        .framers
-                        .entry(name.clone())
-                        .or_insert_with(|| BlockFramer::new(interval));
-                    let framed = framer.push(&sample);
-                    if let Some(closed) = framed.closed {
-                        // What is grouped belongs to the closed block: it goes out, and the
-                        // block's samples are no longer needed to redo its digest.
-                        if let Some(group) = groups.remove(&name) {
-                            messages.push(group.message(name.clone()));
-                        }
-                        let prefix = block_prefix(&topic);
-                        state
-                            .block_puts
-                            .retain(|(key, _)| !key.starts_with(&prefix));
-                        state.block_clears.push(prefix);
-                        state
-                            .timestamps_add
-                            .push((closed.digest.0.to_vec(), pending_value(&topic, &closed)));
-                        info!(topic = %name, samples = closed.samples, digest = %closed.digest.hex_upper(), "block closed");
-                        closed_block = true;
-                    }
-                    sequences.push(sample.sequence);
-                    let sequence = sample.sequence;
-                    let record = villas::encode(&[WireSample {
-                        sample,
-                        new_frame: framed.new_frame,
-                    }])?;
-                    let full = groups
-                        .get(&name)
-                        .is_some_and(|group| group.payload.len() + record.len() > MAX_MESSAGE);
-                    if full {
-                        if let Some(group) = groups.remove(&name) {
-                            group.flush(name.clone(), &topic, &mut messages, &mut state);
-                        }
-                    }
-                    let group = groups.entry(name).or_insert_with(|| Group {
-                        topic: topic.clone(),
-                        first: sequence,
-                        payload: Vec::new(),
-                    });
-                    group.payload.extend_from_slice(&record);
-                    self.samples += 1;
-                }
-                Input::Metadata { topic, json } => messages.push(Outgoing {
-                    topic: topic.metadata(),
-                    payload: json.into_bytes(),
-                    retain: true,
-                }),
-                Input::Notice(notification) => messages.push(notice(&notification, &self.device)),
-            }
-        }
-        for (name, group) in groups {
-            let topic = group.topic.clone();
-            group.flush(name, &topic, &mut messages, &mut state);
-        }
-        let (ids, dropped) = self.buffer.accept(&messages, &state)?;
+        let taken = self.acceptance.take(batch)?;
+        let (ids, dropped) = self.buffer.accept(&taken.messages, &taken.state)?;
         // After the fsync: what this line names survives a crash.
         if let (false, Some(first_id), Some(last_id)) =
-            (sequences.is_empty(), ids.first(), ids.last())
+            (taken.sequences.is_empty(), ids.first(), ids.last())
         {
-            debug!(first_id, last_id, sequences = %sequences.iter().map(u64::to_string).collect::<Vec<_>>().join(","), "accepted");
+            debug!(first_id, last_id, sequences = %taken.sequences.iter().map(u64::to_string).collect::<Vec<_>>().join(","), "accepted");
         }
         if dropped > 0 {
             warn!(dropped, "buffer full: dropped the oldest messages");
             self.buffer.accept(
-                &[notice(
-                    &Notification::buffer_full(&self.device, dropped),
-                    &self.device,
-                )],
+                &[self.acceptance.buffer_full(dropped)],
                 &StateChanges::default(),
             )?;
         }
         Ok(Accepted {
             ids,
             dropped,
-            closed_block,
+            closed_block: taken.closed_block,
         })
     }
 }
@@ -454,7 +278,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
             _ = beat.tick() => {
                 let fill = buffer.fill()?;
                 let roles = health.as_ref().map(crate::appliance::Health::snapshot).unwrap_or_default();
-                let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepter.samples, heartbeat, roles)];
+                let mut messages = vec![heartbeat_message(&device, &fill, &stats, accepter.samples(), heartbeat, roles)];
                 if fill.percent() > 80.0 && !warned_full {
                     warned_full = true;
                     messages.push(notice(
@@ -501,7 +325,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
         }
     }
     info!(
-        samples = accepter.samples,
+        samples = accepter.samples(),
         acknowledged = stats.acknowledged.load(Ordering::Relaxed),
         "stopping"
     );
