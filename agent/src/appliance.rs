@@ -260,6 +260,7 @@ impl Appliance {
             }
         }
         buffer.flush()?;
+        tpm.close()?;
         info!("appliance stopped; the buffer is on disk");
         Ok(())
     }

@@ -281,7 +281,7 @@ fn run(cli: Cli) -> Result<()> {
                 device: edgeward_platform::topics::TopicSegment::new(&device)?,
                 interval,
                 buffer,
-                signer,
+                signer: signer.clone(),
                 credentials,
                 tsa: pipeline::TsaClient::new(&tsa, anchors, Vec::new())?,
                 broker: forwarder::BrokerOptions {
@@ -295,11 +295,13 @@ fn run(cli: Cli) -> Result<()> {
                 stop: None,
                 health: None,
             };
-            tokio::runtime::Builder::new_multi_thread()
+            let outcome = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(pipeline::run(options))
+                .block_on(pipeline::run(options));
+            signer.close()?;
+            outcome
         }
         Command::Quote {
             tcti,
@@ -378,7 +380,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("cannot start the async runtime")?;
             let tpm = tpm::Tpm::open(&tcti)?;
             let credentials = edgeward_agent::credentials::DeviceCredentials::files(&options.out);
-            if daemon {
+            let outcome = if daemon {
                 runtime.block_on(async {
                     let (stopping, stop) = tokio::sync::watch::channel(false);
                     let mut terminate =
@@ -390,22 +392,25 @@ fn run(cli: Cli) -> Result<()> {
                         }
                         let _ = stopping.send(true);
                     });
-                    attest::daemon(options, tpm, credentials, stop).await
+                    attest::daemon(options, tpm.clone(), credentials, stop).await
                 })
             } else {
-                let outcome =
-                    runtime.block_on(attest::attest_once(&options, &tpm, &credentials))?;
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "device": outcome.device,
-                        "certificate": options.out.join("device.crt"),
-                        "not_after": outcome.not_after,
-                        "attested_until": outcome.attested_until,
+                runtime
+                    .block_on(attest::attest_once(&options, &tpm, &credentials))
+                    .map(|outcome| {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "device": outcome.device,
+                                "certificate": options.out.join("device.crt"),
+                                "not_after": outcome.not_after,
+                                "attested_until": outcome.attested_until,
+                            })
+                        );
                     })
-                );
-                Ok(())
-            }
+            };
+            tpm.close()?;
+            outcome
         }
     }
 }

@@ -124,6 +124,18 @@ impl Tpm {
         })?
     }
 
+    /// Flushes the device key the thread holds. Call it before the process ends: a TPM reached
+    /// without a resource manager (swtpm, /dev/tpm0) keeps a loaded key after its process exits,
+    /// in one of its three object slots, and the thread's own flush when the last handle goes
+    /// does not run if `main` returns first.
+    pub fn close(&self) -> Result<()> {
+        self.call_blocking(|state| {
+            if let Some(key) = state.device_key.take() {
+                key.flush(&mut state.context);
+            }
+        })
+    }
+
     /// A signer over the device key this thread holds.
     pub fn signer(&self) -> TpmSigner {
         TpmSigner { tpm: self.clone() }
@@ -145,6 +157,11 @@ impl TpmSigner {
         tpm.load_device_key(state)?;
         tracing::info!("device key loaded");
         Ok(tpm.signer())
+    }
+
+    /// Flushes the device key: see [`Tpm::close`].
+    pub fn close(&self) -> Result<()> {
+        self.tpm.close()
     }
 
     /// Signs; blocks the calling thread for the TPM's time (a few milliseconds).

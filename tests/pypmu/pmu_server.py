@@ -46,6 +46,27 @@ def phasors(kind, k):
     return [(230.0 + i + k / 2, (k % 628) / 100 - 3.14) for i in range(4)]
 
 
+class StampedFrame(DataFrame):
+    """A data frame that records its stamp when pyPMU sends it.
+
+    pyPMU's per-client process stamps each frame with the time it takes it from the queue (then
+    sleeps one period and sends it), so a late send moves the stamp, and grid points that no
+    frame's stamp landed on are frames this PMU never sent. With --stamps, each frame's SOC and
+    FRACSEC go to that file, a line each, as they are encoded for sending: what a test compares
+    the recorded samples with.
+    """
+
+    stamps = None
+
+    def convert2bytes(self):
+        if StampedFrame.stamps:
+            # O_APPEND and one short write per line: the lines of the per-client processes do
+            # not interleave.
+            with open(StampedFrame.stamps, "a") as log:
+                log.write("%d %d\n" % (self.get_soc(), self.get_frasec()[0]))
+        return super().convert2bytes()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--id", type=int, default=7734)
@@ -57,6 +78,9 @@ def main():
                         help="from this frame on, report the clock as not synchronised")
     parser.add_argument("--unlock-until", type=int, default=-1,
                         help="and from this frame on, synchronised again")
+    parser.add_argument("--stamps", default=None,
+                        help="append each sent frame's SOC and FRACSEC to this file, a line each,"
+                             " so a test knows which frames the PMU sent")
     args = parser.parse_args()
 
     pmu = Pmu(pmu_id=args.id, data_rate=args.rate, port=args.port, ip="127.0.0.1")
@@ -73,13 +97,14 @@ def main():
 
     locked = ("ok", True, "timestamp", False, False, False, 0, "<10", 0)
     unlocked = ("ok", False, "timestamp", False, False, False, 0, "<10", 0)
+    StampedFrame.stamps = args.stamps
     k = 0
     period = 1.0 / args.rate
     next_send = time.monotonic()
     while True:
         if pmu.client_buffers:
             stat = unlocked if args.unlock_from <= k < args.unlock_until else locked
-            frame = DataFrame(
+            frame = StampedFrame(
                 args.id, stat, phasors(args.format, k), (k % 200) - 100, (k % 50) - 25,
                 [float(k), -k / 2], [k % 65536], cfg,
             )

@@ -41,7 +41,14 @@ impl Central {
         let dir = release.dir.join(name);
         std::fs::create_dir_all(&dir).expect("dir");
         let platform = Platform::start(&dir)?;
-        let pmu = PyPmu::start(7, RATE as u16, "int-rect")?;
+        let stamps = dir.join("pmu-stamps.txt");
+        let _ = std::fs::remove_file(&stamps);
+        let pmu = PyPmu::start_with(
+            7,
+            RATE as u16,
+            "int-rect",
+            &["--stamps", &stamps.to_string_lossy()],
+        )?;
         let sntp = Chrony::start(&dir.join("chrony"))?;
         let port = free_port();
         let verifier_dir = dir.join("verifier");
@@ -90,6 +97,21 @@ impl Central {
             pmu,
             sntp,
         })
+    }
+
+    /// The grid sequences of the frames pyPMU has sent so far (each frame's stamp as it encoded
+    /// it, as the appliance turns it into a sequence: round(t × rate)), so a test tells a frame
+    /// the PMU never sent from one the appliance lost.
+    pub fn pmu_sent_sequences(&self) -> std::collections::BTreeSet<u64> {
+        let text = std::fs::read_to_string(self.dir.join("pmu-stamps.txt")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let (soc, fraction) = line.split_once(' ')?;
+                let (soc, fraction): (u64, u64) = (soc.parse().ok()?, fraction.parse().ok()?);
+                // The stream's time base is 1 000 000 (pmu_server.py).
+                Some(soc * RATE + (fraction * RATE + 500_000) / 1_000_000)
+            })
+            .collect()
     }
 
     /// The signed configuration of device bay-50 (location sub1, PMU bay-1, 1 s blocks),

@@ -154,7 +154,6 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
     let recorder = central
         .platform
         .recorder_trusting(&store, &central.device_ca);
-    let heartbeats = subscribe(&central.platform, "heartbeats", 40);
     let mut vm = Vm::start(&release.image, &disk, &tpm_state, &dir.join("console.log"));
     let booted = vm.started;
     vm.wait_for("EDGEWARD-READY", Duration::from_secs(120))
@@ -181,6 +180,8 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
         ready_after.as_secs_f64(),
         first_block_after.as_secs_f64()
     );
+    // Heartbeats every 2 s: five of them, once the roles are streaming (however long the boot).
+    let heartbeats = subscribe(&central.platform, "heartbeats", 10);
     let beats = heartbeats.wait_with_output().expect("heartbeats");
     let beats = String::from_utf8_lossy(&beats.stdout);
     assert!(
@@ -239,12 +240,12 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
     assert!(report.contains("device=bay-50"), "{report}");
     assert!(!store.join("aside").exists(), "nothing set aside: {report}");
 
-    // Nothing accepted is lost, nothing arrives twice. The samples run from the first to the
-    // last with three kinds of gap only: while the appliance was off (one, starting when the
-    // power was cut); samples the appliance refused, and logged, as not after the previous one
-    // (the host's clock, which pyPMU stamps frames with, stepping back); and single frames the
-    // PMU never sent (pyPMU stamps each frame when it sends it, after a sleep of one period,
-    // so its stamps drift across the grid and skip a point about once a second).
+    // Nothing accepted is lost, nothing arrives twice. Every frame pyPMU sent (its own record
+    // of the stamps it encoded) from the first recorded sample to the last is recorded, but
+    // for two kinds: those sent while the appliance was off (one gap, starting when the power
+    // was cut), and those the appliance refused, and logged, as not after the previous one
+    // (pyPMU stamps a frame when it sends it, so a late send can land on its predecessor's
+    // grid point; a point no frame landed on was never sent and is not missing).
     let sequences = recorded_sequences_of(&store, POINT);
     let mut sorted = sequences.clone();
     sorted.sort_unstable();
@@ -256,32 +257,39 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
         .filter_map(|line| line.rsplit("sequence=").next()?.trim().parse().ok())
         .collect();
     let seconds = |sequence: u64| sequence as f64 / RATE as f64;
-    let mut unexplained = Vec::new();
-    let mut off = Vec::new();
-    for pair in sorted.windows(2) {
-        let missing: Vec<u64> = (pair[0] + 1..pair[1])
-            .filter(|sequence| !refused.contains(sequence))
-            .collect();
-        // What is left, in runs of consecutive sequences.
-        let mut runs: Vec<Vec<u64>> = Vec::new();
-        for sequence in missing {
-            match runs.last_mut() {
-                Some(run) if run.last() == Some(&(sequence - 1)) => run.push(sequence),
-                _ => runs.push(vec![sequence]),
-            }
+    let off: Vec<(u64, u64)> = sorted
+        .windows(2)
+        .filter(|pair| pair[1] - pair[0] > 2 * RATE)
+        .map(|pair| (pair[0], pair[1]))
+        .collect();
+    let recorded: std::collections::BTreeSet<u64> = sorted.iter().copied().collect();
+    let sent = central.pmu_sent_sequences();
+    let (first, last) = (sorted[0], sorted[sorted.len() - 1]);
+    let missing: Vec<u64> = sent
+        .range(first..=last)
+        .copied()
+        .filter(|sequence| !recorded.contains(sequence) && !refused.contains(sequence))
+        .filter(|sequence| {
+            !off.iter()
+                .any(|(from, to)| from < sequence && sequence < to)
+        })
+        .collect();
+    // In runs of consecutive sequences, for the message.
+    let mut unexplained: Vec<(f64, usize)> = Vec::new();
+    let mut previous = None;
+    for sequence in &missing {
+        match unexplained.last_mut() {
+            Some(run) if previous == Some(sequence - 1) => run.1 += 1,
+            _ => unexplained.push((seconds(*sequence), 1)),
         }
-        for run in runs.into_iter().filter(|run| run.len() > 1) {
-            if run.len() as u64 > 2 * RATE {
-                off.push((pair[0], pair[1]));
-            } else {
-                unexplained.push((seconds(run[0]), run.len()));
-            }
-        }
+        previous = Some(*sequence);
     }
     eprintln!(
-        "{} samples in {} blocks, {} refused as not after the previous one; off {:?}; power cut at {cut_at:.2}",
+        "{} samples in {} blocks, {} frames sent by pyPMU in that span, {} refused as not after \
+         the previous one; off {:?}; power cut at {cut_at:.2}",
         sorted.len(),
         block_files_of(&store, POINT).len(),
+        sent.range(first..=last).count(),
         refused.len(),
         off.iter()
             .map(|(from, to)| format!("{:.2}..{:.2}", seconds(*from), seconds(*to)))
@@ -289,7 +297,14 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
     );
     assert!(
         unexplained.is_empty(),
-        "samples lost (start, count): {unexplained:?}"
+        "frames pyPMU sent, not refused, not recorded (start, count): {unexplained:?}; the \
+         guest's warnings:\n{}",
+        consoles
+            .iter()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(off.len(), 1, "one gap, while the power was off: {off:?}");
     let (last_before, first_after) = off[0];

@@ -888,6 +888,11 @@ fn certification_comes_from_the_attested_boot() {
     let device = Device::new(&released.dir, "rebooting", &tpm);
     let output = device.attest(&verifier, &released.log_path, &["--device", "bay-30"]);
     assert!(output.status.success(), "bay-30 attests: {}", text(&output));
+    // The agent leaves nothing loaded: swtpm has three object slots and no resource manager.
+    let leftovers =
+        edgeward_attestation::tpm::flush_leftover_objects(&mut open(&tpm.tcti()).expect("TPM"))
+            .expect("listing the TPM's objects");
+    assert_eq!(leftovers, 0, "edgeward-agent attest left objects loaded");
     let genuine = |context: &mut tss_esapi::Context| {
         edgeward_attestation::tpm::load_device_key(context, &read_blob(&device.state, "device-key"))
             .expect("the device key loads")
