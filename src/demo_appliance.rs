@@ -325,23 +325,23 @@ pub fn run(args: ApplianceArgs) -> Result<()> {
         std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
     };
     let config_file = out.join("device.toml");
-    write(
-        &config_file,
-        &format!(
-            "identity = \"bay-1\"\nlocation = \"substation-1\"\n\n[network]\nmode = \"dhcp\"\n\n\
-             [time]\nsntp = [\"{HOST}:{sntp_port}\"]\n\n\
-             [verifier]\nurl = \"https://{HOST}:{verifier_port}\"\nca = \"\"\"{verifier_ca}\"\"\"\nek = \"rsa\"\n\n\
-             [broker]\naddresses = [\"{HOST}:{mqtt}\"]\nca = \"\"\"{broker_ca}\"\"\"\n\n\
-             [tsa]\nurl = \"http://{HOST}:{tsa}/api/v1/timestamp\"\nroot = \"\"\"{tsa_root}\"\"\"\n\n\
-             [data]\nblock_seconds = 2\nheartbeat_seconds = 10\n\n\
-             [[pmu]]\nname = \"bay-1\"\nidcode = 7\naddress = \"{HOST}:{pmu_port}\"\n",
-            verifier_ca = pem(verifier_dir.join("tls-ca.crt"))?,
-            mqtt = central.mqtt,
-            broker_ca = pem(central.pki.join("ca.crt"))?,
-            tsa = central.tsa_port,
-            tsa_root = pem(central.pki.join("tsa-root.crt"))?,
-        ),
-    )?;
+    let draft = edgeward_config::draft::Draft {
+        identity: "bay-1".into(),
+        location: "substation-1".into(),
+        sntp: vec![format!("{HOST}:{sntp_port}")],
+        verifier_url: format!("https://{HOST}:{verifier_port}"),
+        verifier_ca: pem(verifier_dir.join("tls-ca.crt"))?,
+        ek: "rsa".into(),
+        brokers: vec![format!("{HOST}:{}", central.mqtt)],
+        broker_ca: pem(central.pki.join("ca.crt"))?,
+        tsa_url: format!("http://{HOST}:{}/api/v1/timestamp", central.tsa_port),
+        tsa_root: pem(central.pki.join("tsa-root.crt"))?,
+        block_seconds: Some(2),
+        heartbeat_seconds: Some(10),
+        buffer_bytes: None,
+        pmus: vec![("bay-1".into(), 7, format!("{HOST}:{pmu_port}"))],
+    };
+    write(&config_file, &draft.to_toml()?)?;
     let key = edgeward_image::keys::KeyDir::new(&keys).config_key()?;
     let text = std::fs::read(&config_file)?;
     write(

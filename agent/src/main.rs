@@ -137,9 +137,9 @@ enum Command {
             default_value = "/var/lib/edgeward/attestation"
         )]
         state: PathBuf,
-        /// Where device.crt and device-ca-chain.crt are written.
+        /// Where device.crt and device-ca-chain.crt are written (what `stream --pki` reads).
         #[arg(long, value_name = "DIR", default_value = "/var/lib/edgeward/pki")]
-        out: PathBuf,
+        pki: PathBuf,
         /// The firmware event log.
         #[arg(long, value_name = "FILE", default_value = attest::EVENT_LOG)]
         event_log: PathBuf,
@@ -360,7 +360,7 @@ fn run(cli: Cli) -> Result<()> {
             ek,
             device,
             state,
-            out,
+            pki,
             event_log,
             daemon,
         } => {
@@ -371,7 +371,7 @@ fn run(cli: Cli) -> Result<()> {
                 ek,
                 device,
                 state,
-                out,
+                out: pki,
                 event_log,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()

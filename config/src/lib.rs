@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod draft;
 pub mod pmu;
 
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
@@ -98,38 +99,7 @@ mod tests {
         "-----BEGIN CERTIFICATE-----\nMIIBhTCCASugAwIBAgIUAQ==\n-----END CERTIFICATE-----\n";
 
     fn text() -> String {
-        format!(
-            r#"identity = "bay-1"
-location = "substation-1"
-
-[network]
-mode = "dhcp"
-
-[time]
-sntp = ["10.0.2.2:123"]
-
-[verifier]
-url = "https://10.0.2.2:8443"
-ca = """{CA}"""
-ek = "rsa"
-
-[broker]
-addresses = ["10.0.2.2:8883"]
-ca = """{CA}"""
-
-[tsa]
-url = "http://10.0.2.2:3000/api/v1/timestamp"
-root = """{CA}"""
-
-[data]
-block_seconds = 2
-
-[[pmu]]
-name = "bay-1"
-idcode = 7
-address = "10.0.2.2:4712"
-"#
-        )
+        draft::example(CA).to_toml().expect("TOML")
     }
 
     fn key() -> Ed25519KeyPair {

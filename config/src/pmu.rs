@@ -39,8 +39,8 @@ pub struct RawPmu {
     config_cache: Option<PathBuf>,
     #[serde(default = "default_backoff_initial_ms")]
     reconnect_initial_ms: u64,
-    #[serde(default = "default_backoff_max_s")]
-    reconnect_max_s: u64,
+    #[serde(default = "default_backoff_max_seconds")]
+    reconnect_max_seconds: u64,
 }
 
 fn default_transport() -> RawTransport {
@@ -49,7 +49,7 @@ fn default_transport() -> RawTransport {
 fn default_backoff_initial_ms() -> u64 {
     500
 }
-fn default_backoff_max_s() -> u64 {
+fn default_backoff_max_seconds() -> u64 {
     30
 }
 
@@ -88,9 +88,10 @@ fn validate(pmu: RawPmu) -> Result<PmuStream, ConfigError> {
             pmu.idcode
         )));
     }
-    if pmu.reconnect_initial_ms == 0 || pmu.reconnect_max_s * 1000 < pmu.reconnect_initial_ms {
+    if pmu.reconnect_initial_ms == 0 || pmu.reconnect_max_seconds * 1000 < pmu.reconnect_initial_ms
+    {
         return Err(invalid(format!(
-            "PMU {name}: reconnect delays must satisfy 0 < reconnect_initial_ms <= reconnect_max_s"
+            "PMU {name}: reconnect delays must satisfy 0 < reconnect_initial_ms <= reconnect_max_seconds"
         )));
     }
     let address = |transport: &str| {
@@ -125,7 +126,7 @@ fn validate(pmu: RawPmu) -> Result<PmuStream, ConfigError> {
             transport,
             backoff: Backoff {
                 initial: Duration::from_millis(pmu.reconnect_initial_ms),
-                max: Duration::from_secs(pmu.reconnect_max_s),
+                max: Duration::from_secs(pmu.reconnect_max_seconds),
             },
             connect_timeout: Duration::from_secs(5),
             config_cache: pmu.config_cache,

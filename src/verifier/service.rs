@@ -100,6 +100,7 @@ impl Service {
             "/v1/register" => {
                 let request: RegisterRequest = decode(body)?;
                 let (ek, id) = verifier::identity_of(&request)?;
+                tracing::Span::current().record("device", tracing::field::display(&id));
                 let fingerprint = hex::encode(ek.fingerprint());
                 let lock = self.store.lock()?;
                 let existing = self.store.get(&lock, &id)?;
@@ -107,17 +108,18 @@ impl Service {
                 let (record, response) =
                     verifier::register(&self.policy, request, existing, owner, now, &mut rng)?;
                 self.store.put(&lock, &record)?;
-                tracing::info!(device = %record.id, ek = %record.ek_fingerprint, chain = ?record.ek_chain, "registered; credential challenge sent");
+                tracing::info!(ek = %record.ek_fingerprint, chain = ?record.ek_chain, "registered; credential challenge sent");
                 json(&response)
             }
             "/v1/activate" => {
                 let request: ActivateRequest = decode(body)?;
                 let id = DeviceId::new(&request.device)?;
+                tracing::Span::current().record("device", tracing::field::display(&id));
                 let lock = self.store.lock()?;
                 let record = known(self.store.get(&lock, &id)?, &id)?;
                 let record = verifier::activate(record, &request, now)?;
                 self.store.put(&lock, &record)?;
-                tracing::info!(device = %id, "AK activated: bound to the EK");
+                tracing::info!("AK activated: bound to the EK");
                 json(&ActivateResponse {
                     device: id.to_string(),
                     activated: true,
@@ -126,6 +128,7 @@ impl Service {
             "/v1/nonce" => {
                 let request: NonceRequest = decode(body)?;
                 let id = DeviceId::new(&request.device)?;
+                tracing::Span::current().record("device", tracing::field::display(&id));
                 let record = {
                     let lock = self.store.lock()?;
                     known(self.store.get(&lock, &id)?, &id)?
@@ -152,6 +155,7 @@ impl Service {
             "/v1/attest" => {
                 let request: AttestRequest = decode(body)?;
                 let id = DeviceId::new(&request.device)?;
+                tracing::Span::current().record("device", tracing::field::display(&id));
                 let lock = self.store.lock()?;
                 let record = known(self.store.get(&lock, &id)?, &id)?;
                 // Err: not the device's own TPM speaking; nothing is stored.
@@ -160,20 +164,19 @@ impl Service {
                 self.store.put(&lock, &record)?;
                 if verdict.accepted {
                     for skipped in &verdict.skipped {
-                        tracing::debug!(device = %id, check = %skipped.check, reason = %skipped.reason, "check skipped by policy");
+                        tracing::debug!(check = %skipped.check, reason = %skipped.reason, "check skipped by policy");
                     }
-                    tracing::info!(device = %id, manifest = ?verdict.manifest, skipped = verdict.skipped.len(), "attestation accepted");
+                    tracing::info!(manifest = ?verdict.manifest, skipped = verdict.skipped.len(), "attestation accepted");
                     json(&verdict)
                 } else {
-                    for reason in &verdict.reasons {
-                        tracing::warn!(device = %id, %reason, "attestation refused");
-                    }
+                    // Logged once, with every reason, as each refusal is (`answer`).
                     Err(Refusal::Attestation(verdict.reasons).into())
                 }
             }
             "/v1/certify" => {
                 let request: CertifyRequest = decode(body)?;
                 let id = DeviceId::new(&request.device)?;
+                tracing::Span::current().record("device", tracing::field::display(&id));
                 let lock = self.store.lock()?;
                 let record = known(self.store.get(&lock, &id)?, &id)?;
                 let (record, response) = verifier::certify(
@@ -186,7 +189,7 @@ impl Service {
                     &mut rng,
                 )?;
                 self.store.put(&lock, &record)?;
-                tracing::info!(device = %id, serial = %response.serial, not_after = response.not_after, "device certificate issued");
+                tracing::info!(serial = %response.serial, not_after = response.not_after, "device certificate issued");
                 json(&response)
             }
             _ => Err(Refusal::BadRequest(format!("no endpoint {path}")).into()),
@@ -194,6 +197,11 @@ impl Service {
     }
 
     fn answer(&self, path: &str, body: &[u8]) -> (StatusCode, Vec<u8>) {
+        // The device is recorded once the request names one, so every line of the request,
+        // its refusal too, says which device it was.
+        let _request =
+            tracing::info_span!("request", endpoint = path, device = tracing::field::Empty)
+                .entered();
         match self.handle(path, body) {
             Ok(answer) => answer,
             Err(Failure::Refused(refusal)) => {

@@ -123,54 +123,28 @@ impl Central {
     /// The same with `streams` PMU streams, bay-1 to bay-N, all served by the one pyPMU.
     pub fn device_config_with(&self, release: &Release, streams: usize) -> PathBuf {
         let pem = |path: &Path| std::fs::read_to_string(path).expect("PEM");
-        let pmus: String = (1..=streams)
-            .map(|n| {
-                format!(
-                    "\n[[pmu]]\nname = \"bay-{n}\"\nidcode = 7\naddress = \"10.0.2.2:{}\"\n",
-                    self.pmu.port
-                )
-            })
-            .collect();
+        let host = |port: u16| format!("10.0.2.2:{port}");
+        let draft = edgeward_config::draft::Draft {
+            identity: "bay-50".into(),
+            location: "sub1".into(),
+            sntp: vec![host(self.sntp.port)],
+            // The verifier listens on the host's loopback, which the guest reaches as 10.0.2.2.
+            verifier_url: self.verifier.url.replace("127.0.0.1", "10.0.2.2"),
+            verifier_ca: pem(&self.verifier.ca),
+            ek: "rsa".into(),
+            brokers: vec![host(self.platform.mqtt_port)],
+            broker_ca: pem(&self.platform.pki("ca.crt")),
+            tsa_url: format!("http://{}/api/v1/timestamp", host(self.platform.tsa_port)),
+            tsa_root: pem(&self.platform.pki("tsa-root.crt")),
+            block_seconds: Some(1),
+            heartbeat_seconds: Some(2),
+            buffer_bytes: None,
+            pmus: (1..=streams)
+                .map(|n| (format!("bay-{n}"), 7, host(self.pmu.port)))
+                .collect(),
+        };
         let file = self.dir.join("device.toml");
-        std::fs::write(
-            &file,
-            format!(
-                r#"identity = "bay-50"
-location = "sub1"
-
-[network]
-mode = "dhcp"
-
-[time]
-sntp = ["10.0.2.2:{sntp}"]
-
-[verifier]
-url = "https://10.0.2.2:{verifier}"
-ca = """{verifier_ca}"""
-ek = "rsa"
-
-[broker]
-addresses = ["10.0.2.2:{mqtt}"]
-ca = """{broker_ca}"""
-
-[tsa]
-url = "http://10.0.2.2:{tsa}/api/v1/timestamp"
-root = """{tsa_root}"""
-
-[data]
-block_seconds = 1
-heartbeat_seconds = 2
-{pmus}"#,
-                sntp = self.sntp.port,
-                verifier = self.verifier.url.rsplit(':').next().expect("port"),
-                verifier_ca = pem(&self.verifier.ca),
-                mqtt = self.platform.mqtt_port,
-                broker_ca = pem(&self.platform.pki("ca.crt")),
-                tsa = self.platform.tsa_port,
-                tsa_root = pem(&self.platform.pki("tsa-root.crt")),
-            ),
-        )
-        .expect("write");
+        std::fs::write(&file, draft.to_toml().expect("TOML")).expect("write");
         run_edgeward(&[
             "config",
             "sign",

@@ -330,7 +330,7 @@ impl Platform {
             &config,
             format!(
                 "statistics_interval = 5\n[[pmu]]\nname = \"bay-1\"\nidcode = {idcode}\n\
-                 address = \"127.0.0.1:{pmu_port}\"\nreconnect_initial_ms = 100\nreconnect_max_s = 1\n"
+                 address = \"127.0.0.1:{pmu_port}\"\nreconnect_initial_ms = 100\nreconnect_max_seconds = 1\n"
             ),
         )
         .expect("agent config");

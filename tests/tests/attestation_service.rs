@@ -60,7 +60,7 @@ impl Device {
             .arg(&verifier.ca)
             .args(["--tcti", &self.tcti, "--state"])
             .arg(&self.state)
-            .arg("--out")
+            .arg("--pki")
             .arg(&self.out)
             .arg("--event-log")
             .arg(log)
@@ -1238,50 +1238,23 @@ fn the_appliance_attests_and_streams_as_one_supervised_process() {
     let device_ca = config.with_file_name("device-ca.crt");
     let pem = |path: PathBuf| std::fs::read_to_string(path).expect("PEM");
     let device_toml = dir.join("device.toml");
-    std::fs::write(
-        &device_toml,
-        format!(
-            r#"identity = "bay-50"
-location = "sub1"
-
-[network]
-mode = "dhcp"
-
-[time]
-sntp = ["127.0.0.1:123"]
-
-[verifier]
-url = "{url}"
-ca = """{verifier_ca}"""
-ek = "rsa"
-
-[broker]
-addresses = ["127.0.0.1:{mqtt}"]
-ca = """{broker_ca}"""
-
-[tsa]
-url = "http://127.0.0.1:{tsa}/api/v1/timestamp"
-root = """{tsa_root}"""
-
-[data]
-block_seconds = 1
-heartbeat_seconds = 2
-
-[[pmu]]
-name = "bay-1"
-idcode = 7
-address = "127.0.0.1:{pmu}"
-"#,
-            url = verifier.url,
-            verifier_ca = pem(verifier.ca.clone()),
-            mqtt = platform.mqtt_port,
-            broker_ca = pem(platform.pki("ca.crt")),
-            tsa = platform.tsa_port,
-            tsa_root = pem(platform.pki("tsa-root.crt")),
-            pmu = pmu.port,
-        ),
-    )
-    .expect("write");
+    let draft = edgeward_config::draft::Draft {
+        identity: "bay-50".into(),
+        location: "sub1".into(),
+        sntp: vec!["127.0.0.1:123".into()],
+        verifier_url: verifier.url.clone(),
+        verifier_ca: pem(verifier.ca.clone()),
+        ek: "rsa".into(),
+        brokers: vec![format!("127.0.0.1:{}", platform.mqtt_port)],
+        broker_ca: pem(platform.pki("ca.crt")),
+        tsa_url: format!("http://127.0.0.1:{}/api/v1/timestamp", platform.tsa_port),
+        tsa_root: pem(platform.pki("tsa-root.crt")),
+        block_seconds: Some(1),
+        heartbeat_seconds: Some(2),
+        buffer_bytes: None,
+        pmus: vec![("bay-1".into(), 7, format!("127.0.0.1:{}", pmu.port))],
+    };
+    std::fs::write(&device_toml, draft.to_toml().expect("TOML")).expect("write");
     run_edgeward(&[
         "config",
         "sign",

@@ -26,35 +26,24 @@ fn said(output: &Output) -> String {
 
 fn configuration(dir: &Path) -> String {
     let ca = std::fs::read_to_string(root_ca(dir, "platform", "/CN=Platform CA")).expect("CA");
-    format!(
-        r#"identity = "bay-1"
-location = "substation-1"
-
-[network]
-mode = "dhcp"
-
-[time]
-sntp = ["10.0.2.2:1123"]
-
-[verifier]
-url = "https://10.0.2.2:8443"
-ca = """{ca}"""
-ek = "rsa"
-
-[broker]
-addresses = ["10.0.2.2:8883"]
-ca = """{ca}"""
-
-[tsa]
-url = "http://10.0.2.2:3000/api/v1/timestamp"
-root = """{ca}"""
-
-[[pmu]]
-name = "bay-1"
-idcode = 7
-address = "10.0.2.2:4712"
-"#
-    )
+    edgeward_config::draft::Draft {
+        identity: "bay-1".into(),
+        location: "substation-1".into(),
+        sntp: vec!["10.0.2.2:1123".into()],
+        verifier_url: "https://10.0.2.2:8443".into(),
+        verifier_ca: ca.clone(),
+        ek: "rsa".into(),
+        brokers: vec!["10.0.2.2:8883".into()],
+        broker_ca: ca.clone(),
+        tsa_url: "http://10.0.2.2:3000/api/v1/timestamp".into(),
+        tsa_root: ca,
+        block_seconds: None,
+        heartbeat_seconds: None,
+        buffer_bytes: None,
+        pmus: vec![("bay-1".into(), 7, "10.0.2.2:4712".into())],
+    }
+    .to_toml()
+    .expect("TOML")
 }
 
 #[test]
