@@ -176,22 +176,58 @@ impl Platform {
         config
     }
 
-    /// Starts (or starts again) the broker.
+    /// Starts (or starts again) the broker. The port was free when it was picked, but another
+    /// test's server may have taken it since: then mosquitto exits ("Address already in use")
+    /// while the other server answers on the port, so a listening port alone proves nothing.
+    /// On its first start the broker then gets another port; started again (after an outage)
+    /// it keeps its port, which the clients know, and tries again.
     pub fn start_broker(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("mosquitto.log"))
-            .expect("log");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(self.broker_config())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto starts");
-        self.mosquitto = Some(Process(child));
-        wait_for_port(self.mqtt_port, "mosquitto");
+        let first_start = self.mosquitto.is_none() && !self.dir.join("mosquitto.log").exists();
+        for _attempt in 0..5 {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("mosquitto.log"))
+                .expect("log");
+            let mut child = Command::new("mosquitto")
+                .arg("-c")
+                .arg(self.broker_config())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("mosquitto starts");
+            let started = Instant::now();
+            let exited = loop {
+                if child.try_wait().ok().flatten().is_some() {
+                    break true;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_ok() {
+                    // Listening, but maybe someone else: mosquitto fails to bind within
+                    // milliseconds of its start.
+                    std::thread::sleep(Duration::from_millis(300));
+                    break child.try_wait().ok().flatten().is_some();
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "mosquitto listens on {} within 15 s",
+                    self.mqtt_port
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if !exited {
+                self.mosquitto = Some(Process(child));
+                return;
+            }
+            if first_start {
+                self.mqtt_port = crate::pypmu::free_port();
+            } else {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        panic!(
+            "mosquitto did not start: {}",
+            std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+        );
     }
 
     /// Stops the broker as its service manager would (SIGTERM: it saves its sessions, so the
