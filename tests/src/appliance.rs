@@ -103,7 +103,10 @@ impl Central {
     /// it, as the appliance turns it into a sequence: round(t × rate)), so a test tells a frame
     /// the PMU never sent from one the appliance lost.
     pub fn pmu_sent_sequences(&self) -> std::collections::BTreeSet<u64> {
-        let text = std::fs::read_to_string(self.dir.join("pmu-stamps.txt")).unwrap_or_default();
+        // Without the record every frame would pass as never sent: no record is a failure.
+        let text = std::fs::read_to_string(self.dir.join("pmu-stamps.txt"))
+            .expect("pyPMU's record of the frames it sent");
+        assert!(!text.is_empty(), "pyPMU recorded no frame it sent");
         text.lines()
             .filter_map(|line| {
                 let (soc, fraction) = line.split_once(' ')?;

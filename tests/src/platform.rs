@@ -116,7 +116,7 @@ impl Platform {
         };
         platform.tsa_port = crate::pypmu::free_port();
         platform.start_tsa();
-        platform.start_broker();
+        platform.launch_broker(true);
         Some(platform)
     }
 
@@ -182,7 +182,11 @@ impl Platform {
     /// On its first start the broker then gets another port; started again (after an outage)
     /// it keeps its port, which the clients know, and tries again.
     pub fn start_broker(&mut self) {
-        let first_start = self.mosquitto.is_none() && !self.dir.join("mosquitto.log").exists();
+        self.launch_broker(false);
+    }
+
+    /// [`Platform::start_broker`]; `may_move`: no client knows the port yet.
+    fn launch_broker(&mut self, may_move: bool) {
         for _attempt in 0..5 {
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -218,7 +222,7 @@ impl Platform {
                 self.mosquitto = Some(Process(child));
                 return;
             }
-            if first_start {
+            if may_move {
                 self.mqtt_port = crate::pypmu::free_port();
             } else {
                 std::thread::sleep(Duration::from_secs(1));
