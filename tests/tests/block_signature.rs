@@ -204,7 +204,8 @@ fn a_block_is_proven_at_the_tokens_time_by_a_certificate_the_device_ca_issues() 
     std::fs::write(dir.join("device-ca.crt"), &device_ca_pem).expect("write");
     std::fs::write(dir.join("device-ca.key"), &device_ca_key).expect("write");
     let ca = DeviceCa::from_pem(&device_ca_pem, &device_ca_key, "").expect("CA");
-    // The platform TSA: its token's genTime is now.
+    // The platform TSA. Its token's genTime is a minute ahead: the certificates openssl crafts
+    // below are valid from the second openssl runs, which may be after a token dated "now".
     let tsa_root = root_ca(&dir, "tsa-root", "/CN=Platform TSA Root");
     leaf(
         &dir,
@@ -227,10 +228,11 @@ fn a_block_is_proven_at_the_tokens_time_by_a_certificate_the_device_ca_issues() 
         devices: TrustAnchors::from_pem(&device_ca_pem).expect("anchor"),
     };
     let digest: [u8; 32] = *b"another block, another digest..!";
+    let token_time = now() + 60;
     let token = tsa.respond(
         &request(&digest, TsaNonce::from_random(*b"12345678")).expect("request"),
         1,
-        now(),
+        token_time,
     );
     let mut sign_with = |certificate: &[u8], signing_time: u64| {
         sign_block(&digest, certificate, &[], signing_time, |to_sign| {
@@ -345,7 +347,7 @@ fn a_block_is_proven_at_the_tokens_time_by_a_certificate_the_device_ca_issues() 
         &p7s,
         &digest,
         &anchors.devices,
-        ChainTime::Token(now() as i64),
+        ChainTime::Token(token_time as i64),
     )
     .expect("a valid signature by evil")
     .subject;
