@@ -157,11 +157,7 @@ async fn read_stream(
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = stopping.changed() => {
-                let statistics = client.statistics();
-                let _ = reports.send(Report::Final { stream: stream.name.clone(), statistics }).await;
-                return;
-            }
+            _ = stopping.changed() => break,
             event = client.next_event() => {
                 let Some(event) = event else { return };
                 match event {
@@ -193,6 +189,32 @@ async fn read_stream(
             }
         }
     }
+    // Frames the client decoded but this loop had not read yet are counted in its final figures:
+    // they are printed before those figures.
+    let (queued, statistics) = client.stop().await;
+    for event in queued {
+        if let ClientEvent::Session(SessionEvent::Data { frame, config }) = event {
+            if print_frames {
+                let line = describe(&frame, &config);
+                if reports
+                    .send(Report::Frame {
+                        stream: stream.name.clone(),
+                        line,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = reports
+        .send(Report::Final {
+            stream: stream.name.clone(),
+            statistics,
+        })
+        .await;
 }
 
 /// One readable line per data frame: time, then per PMU the phasors as magnitude∠angle.

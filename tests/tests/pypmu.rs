@@ -172,3 +172,39 @@ fn the_json_report_matches_the_library_decode() {
     assert_eq!(report["command"], "send_cfg2");
     assert_eq!(report["cmd"], 5);
 }
+
+#[tokio::test]
+async fn stopping_hands_back_the_frames_its_statistics_count() {
+    // Figures read while frames wait unread count frames the application never saw; the figures
+    // `stop` returns count exactly the frames read plus the ones it hands back.
+    let Some(pmu) = PyPmu::start(46, 50, "float-polar") else {
+        return;
+    };
+    let mut client = PmuClient::spawn(ClientOptions::tcp(pmu.address(), IdCode(46)));
+    let mut read = 0u64;
+    while read < 10 {
+        let event = tokio::time::timeout(Duration::from_secs(20), client.next_event())
+            .await
+            .expect("an event from pyPMU within 20 s")
+            .expect("the client keeps running");
+        if let ClientEvent::Session(SessionEvent::Data { .. }) = event {
+            read += 1;
+        }
+    }
+    // About 25 frames arrive while nobody reads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (queued, statistics) = client.stop().await;
+    let queued_data = queued
+        .iter()
+        .filter(|event| matches!(event, ClientEvent::Session(SessionEvent::Data { .. })))
+        .count() as u64;
+    assert!(
+        queued_data > 5,
+        "frames arrived unread: {queued_data} queued"
+    );
+    assert_eq!(
+        statistics.data_frames,
+        read + queued_data,
+        "the final figures count the frames read and the frames handed back, no more"
+    );
+}

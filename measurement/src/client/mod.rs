@@ -146,6 +146,21 @@ impl PmuClient {
     pub fn statistics(&self) -> StreamStatistics {
         self.statistics.borrow().clone()
     }
+
+    /// Stops the stream. Returns the events it had queued and the application had not read yet,
+    /// with the statistics as of the stop: those count exactly the frames handed on, read or in
+    /// the returned queue (a snapshot taken while the driver runs may count frames still queued).
+    pub async fn stop(mut self) -> (Vec<ClientEvent>, StreamStatistics) {
+        self.task.abort();
+        // Cancelled at an await: after its last event was queued, or before the next one was.
+        let _ = (&mut self.task).await;
+        let mut queued = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            queued.push(event);
+        }
+        let statistics = self.statistics();
+        (queued, statistics)
+    }
 }
 
 fn now_seconds() -> f64 {
@@ -357,6 +372,10 @@ impl Driver {
             if !self.emit(ClientEvent::Session(event)).await {
                 return Some(Ended::Stopped);
             }
+            // Published after each event is queued (no await in between), so at any point where
+            // the driver can be stopped the figures count exactly the frames it handed on.
+            self.statistics
+                .send_replace(self.session.statistics().clone());
         }
         self.statistics
             .send_replace(self.session.statistics().clone());
