@@ -30,6 +30,23 @@ pub enum Input {
     Notice(Notification),
 }
 
+/// Whether `batch` holds a sample from each of `streams` different points: then nothing more
+/// of this instant is to come, and the batch can be committed without waiting out the window.
+pub fn every_stream_in(batch: &[Input], streams: usize) -> bool {
+    let mut seen: Vec<&PointTopic> = Vec::with_capacity(streams);
+    for input in batch {
+        if let Input::Sample { topic, .. } = input {
+            if !seen.contains(&topic.as_ref()) {
+                seen.push(topic);
+                if seen.len() >= streams {
+                    return true;
+                }
+            }
+        }
+    }
+    streams == 0
+}
+
 /// Payload bytes per sample message at most: VILLASnode caps its MQTT messages at 1500 B.
 pub const MAX_MESSAGE: usize = 1400;
 
@@ -336,6 +353,28 @@ mod tests {
             .iter()
             .map(|wire| wire.sample.sequence)
             .collect()
+    }
+
+    #[test]
+    fn a_batch_is_complete_once_every_stream_has_a_sample_in_it() {
+        let one = [input("bay-1", 0)];
+        assert!(every_stream_in(&one, 1), "one stream: no waiting");
+        assert!(!every_stream_in(&one, 2));
+        let twice = [input("bay-1", 0), input("bay-1", 1)];
+        assert!(
+            !every_stream_in(&twice, 2),
+            "two samples of one stream are not two streams"
+        );
+        let notices = [
+            input("bay-1", 0),
+            Input::Notice(Notification::tsa_reachable(&segment("bay-50"))),
+        ];
+        assert!(
+            !every_stream_in(&notices, 2),
+            "a notice is no stream's sample"
+        );
+        let both = [input("bay-1", 0), input("bay-1", 1), input("bay-2", 0)];
+        assert!(every_stream_in(&both, 2));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use edgeward_tests::appliance::{configured_disk, Central, Release};
 use edgeward_tests::platform::block_files_of;
 use edgeward_tests::qemu::{self, Vm};
-use edgeward_tests::{build_image, edgeward_binary, run_edgeward, workspace_root};
+use edgeward_tests::{build_image, edgeward_binary, run_edgeward};
 
 const POINT: &str = "sub1/bay-50/bay-1";
 
@@ -148,11 +148,7 @@ fn main() {
     if std::env::args().any(|arg| arg == "--list") || !qemu::available() {
         return;
     }
-    let agent = workspace_root().join("target/image/edgeward-agent");
-    assert!(
-        agent.is_file(),
-        "build the agent as it ships first: cargo build --profile image -p edgeward-agent"
-    );
+    let agent = edgeward_tests::shipped_agent_binary();
     let dir = edgeward_tests::scratch_shared("appliance-bench");
     let keys = dir.join("keys");
     let image = dir.join("image");

@@ -20,81 +20,18 @@ use edgeward_agent::forwarder::{self, BrokerOptions, ForwarderStats};
 use edgeward_agent::pipeline::{Accepter, Input};
 use edgeward_agent::tpm::TpmSigner;
 use edgeward_measurement::block::BlockInterval;
-use edgeward_measurement::c37118::{
-    CommonHeader, ConfigFrame, DataFormat, DataFrame, DataRate, FracSec, Frame, FrameType,
-    Frequency, IdCode, NominalFrequency, Phasor, PhasorChannel, PhasorQuantity, PhasorScale,
-    PhasorUnit, PmuConfig, PmuData, Rocof, Stat, TimeBase,
-};
+use edgeward_measurement::c37118::{ConfigFrame, Frame};
 use edgeward_measurement::sample::samples_from_data_frame;
 use edgeward_platform::topics::{PointTopic, TopicSegment};
 use edgeward_tests::platform::Platform;
+use edgeward_tests::pmu_sim;
 
 const PMUS: u16 = 10;
-const RATE: u32 = 50;
-
-fn config(idcode: u16) -> ConfigFrame {
-    let phasor = |name: &str, quantity| PhasorChannel {
-        name: name.into(),
-        scale: PhasorScale::Unit(PhasorUnit {
-            quantity,
-            factor: 915_527,
-        }),
-    };
-    ConfigFrame {
-        header: CommonHeader::new(
-            FrameType::Cfg2,
-            IdCode(idcode),
-            1_700_000_000,
-            FracSec::from_raw(0),
-        ),
-        time_base: TimeBase::new(1_000_000).expect("non-zero"),
-        pmus: vec![PmuConfig {
-            station: format!("PMU {idcode}"),
-            idcode: IdCode(idcode),
-            format: DataFormat::new(false, false, false, false),
-            phasors: vec![
-                phasor("VA", PhasorQuantity::Voltage),
-                phasor("VB", PhasorQuantity::Voltage),
-                phasor("VC", PhasorQuantity::Voltage),
-                phasor("IA", PhasorQuantity::Current),
-                phasor("IB", PhasorQuantity::Current),
-                phasor("IC", PhasorQuantity::Current),
-            ],
-            analogs: vec![],
-            digitals: vec![],
-            nominal_frequency: NominalFrequency::Hz50,
-            cfgcnt: 1,
-            cfg3: None,
-        }],
-        data_rate: DataRate(RATE as i16),
-    }
-}
+const RATE: u32 = pmu_sim::RATE;
 
 /// Data frame `k` of PMU `idcode` (k counts from the start of 2023-11-14 at 50/s).
 fn frame(idcode: u16, k: u64) -> Vec<u8> {
-    DataFrame {
-        header: CommonHeader::new(
-            FrameType::Data,
-            IdCode(idcode),
-            1_700_000_000 + (k / u64::from(RATE)) as u32,
-            FracSec::from_raw((k % u64::from(RATE)) as u32 * (1_000_000 / RATE)),
-        ),
-        pmus: vec![PmuData {
-            stat: Stat(0),
-            phasors: (0..6)
-                .map(|i| Phasor::IntRectangular {
-                    re: 14_000 + (k % 100) as i16 + i,
-                    im: -7_000 - i,
-                })
-                .collect(),
-            frequency: Frequency::IntDeviation((k % 50) as i16 - 25),
-            rocof: Rocof::IntHundredths(0),
-            analogs: vec![],
-            digitals: vec![],
-        }],
-    }
-    .encode()
-    .expect("encodes")
+    pmu_sim::data_frame(idcode, 1_700_000_000 * u64::from(RATE) + k)
 }
 
 struct Rig {
@@ -150,7 +87,7 @@ impl Path {
         Self {
             buffer,
             accepter,
-            configs: (1..=PMUS).map(config).collect(),
+            configs: (1..=PMUS).map(pmu_sim::config).collect(),
             topics: (1..=PMUS)
                 .map(|pmu| {
                     Arc::new(PointTopic {

@@ -5,6 +5,7 @@ pub mod appliance;
 pub mod device_keys;
 pub mod openssl;
 pub mod platform;
+pub mod pmu_sim;
 pub mod pypmu;
 pub mod qemu;
 pub mod sntp;
@@ -48,6 +49,22 @@ pub fn edgeward_binary() -> PathBuf {
 /// The `edgeward-agent` binary of this build.
 pub fn agent_binary() -> PathBuf {
     binary("edgeward-agent")
+}
+
+/// The agent as it ships in the image (`cargo build --profile image -p edgeward-agent`, which
+/// `scripts/test` runs): what the tests that boot the appliance and stream from it put in the
+/// image. The debug agent, unoptimised under TCG, spends most of the guest's one vCPU on one
+/// stream and proves blocks barely faster than they close, so a backlog after an outage would
+/// drain at the speed of the build, not the product.
+pub fn shipped_agent_binary() -> PathBuf {
+    let path = workspace_root().join("target/image/edgeward-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the agent as it ships first (cargo build --profile image -p \
+         edgeward-agent; scripts/test does)",
+        path.display()
+    );
+    path
 }
 
 fn binary(name: &str) -> PathBuf {

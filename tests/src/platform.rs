@@ -374,11 +374,19 @@ impl Platform {
             ),
         )
         .expect("agent config");
+        let mut command = self.agent_with(device, &config, buffer);
+        command.args(["--block-seconds", "1", "--heartbeat-seconds", "2"]);
+        command
+    }
+
+    /// `edgeward-agent stream` for `device` with the streams of the agent configuration
+    /// `config`, at the agent's default block and heartbeat intervals.
+    pub fn agent_with(&self, device: &Device, config: &Path, buffer: &Path) -> Command {
         let mut command = Command::new(crate::agent_binary());
         command
             .args(["stream", "--location", "sub1", "--tcti", &device.tpm.tcti()])
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("--state")
             .arg(&device.state)
             .arg("--pki")
@@ -393,8 +401,7 @@ impl Platform {
                 &format!("http://127.0.0.1:{}/api/v1/timestamp", self.tsa_port),
             ])
             .arg("--tsa-root")
-            .arg(self.pki("tsa-root.crt"))
-            .args(["--block-seconds", "1", "--heartbeat-seconds", "2"]);
+            .arg(self.pki("tsa-root.crt"));
         command
     }
 }

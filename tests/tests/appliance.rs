@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edgeward_tests::appliance::{configured_disk, Central, Release, RATE};
 use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe};
 use edgeward_tests::qemu::{self, Vm};
-use edgeward_tests::{agent_binary, build_image, run_edgeward};
+use edgeward_tests::{build_image, run_edgeward, shipped_agent_binary};
 
 const POINT: &str = "sub1/bay-50/bay-1";
 
@@ -39,7 +39,7 @@ fn release() -> Option<&'static Release> {
             let keys = dir.join("keys");
             let image = dir.join("image");
             run_edgeward(&["keys", "init", &keys.to_string_lossy()]);
-            build_image(&keys, &image, &agent_binary());
+            build_image(&keys, &image, &shipped_agent_binary());
             Some(Release { dir, keys, image })
         })
         .as_ref()
@@ -80,6 +80,13 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> 
         std::thread::sleep(Duration::from_millis(250));
     }
     started.elapsed()
+}
+
+/// The last `lines` lines of the guest's console, for a failure's message.
+fn console_tail(vm: &Vm, lines: usize) -> String {
+    let text = console_text(vm);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn console_text(vm: &Vm) -> String {
@@ -203,24 +210,35 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
     central.platform.start_broker();
     let back_at = now();
     // Everything buffered before the cut and since the reboot arrives, with its proofs.
-    wait_until(
-        "blocks cut after the broker came back, every recorded block proven",
-        // The backlog's proofs wait for the certificate of the new boot, and a guest under
-        // TCG on a busy host signs a block every second or two.
-        Duration::from_secs(180),
-        || {
-            let recent = recorded_sequences_of(&store, POINT)
-                .last()
-                .is_some_and(|last| *last as f64 / RATE as f64 > back_at + 2.0);
-            recent && {
-                std::thread::sleep(Duration::from_secs(2));
-                central
-                    .platform
-                    .verify_data_trusting(&store, &central.device_ca)
-                    .0
+    // The backlog's proofs wait for the certificate of the new boot, and a guest under TCG on a
+    // busy host signs a block every second or two.
+    let caught_up = Instant::now();
+    loop {
+        let last = recorded_sequences_of(&store, POINT).last().copied();
+        let recent = last.is_some_and(|last| last as f64 / RATE as f64 > back_at + 2.0);
+        let report = if recent {
+            std::thread::sleep(Duration::from_secs(2));
+            let (ok, report) = central
+                .platform
+                .verify_data_trusting(&store, &central.device_ca);
+            if ok {
+                break;
             }
-        },
-    );
+            report
+        } else {
+            String::new()
+        };
+        if caught_up.elapsed() > Duration::from_secs(180) {
+            panic!(
+                "within 180 s of the broker's return, blocks cut after it and every recorded \
+                 block proven: the last recorded sample is {:.1} s after the return; \
+                 verify-data:\n{report}\nthe guest's console:\n{}",
+                last.map_or(f64::NAN, |last| last as f64 / RATE as f64 - back_at),
+                console_tail(&vm, 60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // The power button: every role stops, the buffer is flushed, the guest powers off.
     vm.power_button();
@@ -331,7 +349,7 @@ fn an_unreleased_image_gets_no_certificate_and_publishes_nothing() {
             "--out",
             &unreleased.to_string_lossy(),
             "--agent",
-            &agent_binary().to_string_lossy(),
+            &shipped_agent_binary().to_string_lossy(),
             "--cmdline",
             "console=ttyS0 quiet loglevel=3 panic=-1 edgeward.debug",
         ]);
