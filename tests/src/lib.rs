@@ -57,7 +57,13 @@ pub fn agent_binary() -> PathBuf {
 /// stream and proves blocks barely faster than they close, so a backlog after an outage would
 /// drain at the speed of the build, not the product.
 pub fn shipped_agent_binary() -> PathBuf {
-    let path = workspace_root().join("target/image/edgeward-agent");
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> -> target/image/edgeward-agent
+    let path = exe
+        .ancestors()
+        .nth(3)
+        .map(|target| target.join("image/edgeward-agent"))
+        .expect("the test binary lives in target/<profile>/deps");
     assert!(
         path.is_file(),
         "{} is missing: build the agent as it ships first (cargo build --profile image -p \

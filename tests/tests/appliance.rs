@@ -210,8 +210,8 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
     central.platform.start_broker();
     let back_at = now();
     // Everything buffered before the cut and since the reboot arrives, with its proofs.
-    // The backlog's proofs wait for the certificate of the new boot, and a guest under TCG on a
-    // busy host signs a block every second or two.
+    // The backlog's proofs wait for the certificate of the new boot; then the shipped agent
+    // proves a block in about 0.3 s under TCG (a TPM signature and a TSA token at once).
     let caught_up = Instant::now();
     loop {
         let last = recorded_sequences_of(&store, POINT).last().copied();
