@@ -67,17 +67,28 @@ pub fn notice(notification: &Notification, device: &TopicSegment) -> Outgoing {
     }
 }
 
-/// Where a topic's open-block samples are kept: `<topic>\0<first sequence, big-endian>`.
-fn block_prefix(topic: &PointTopic) -> Vec<u8> {
-    let mut key = topic.samples().into_bytes();
+/// Where a message's samples are kept while their block is open:
+/// `\0<first sequence, big-endian><topic>\0`. Sequence first, so that the instants of every
+/// stream append at one end of the buffer's B-tree and a commit rewrites a few pages, not one
+/// leaf per topic (topic first, as an agent before decision 0029 kept them, `<topic>\0<first
+/// sequence>`, is still read: no topic starts with a NUL).
+fn block_key(topic: &str, sequence: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(10 + topic.len());
+    key.push(0);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key.extend_from_slice(topic.as_bytes());
     key.push(0);
     key
 }
 
-fn block_key(topic: &PointTopic, sequence: u64) -> Vec<u8> {
-    let mut key = block_prefix(topic);
-    key.extend_from_slice(&sequence.to_be_bytes());
-    key
+/// The topic a stored open-block key names, in either layout.
+fn topic_of_block_key(key: &[u8]) -> Option<&[u8]> {
+    let rest = match key.split_first() {
+        Some((0, rest)) => rest.get(8..)?,
+        _ => key,
+    };
+    let end = rest.iter().position(|byte| *byte == 0)?;
+    Some(&rest[..end])
 }
 
 /// A closed block waiting for its proofs: digest → topic and span, for logs.
@@ -87,7 +98,6 @@ fn pending_value(topic: &PointTopic, closed: &ClosedBlock) -> Vec<u8> {
 
 /// Samples of one topic on their way into one message.
 struct Group {
-    topic: Arc<PointTopic>,
     first: u64,
     payload: Vec<u8>,
 }
@@ -101,17 +111,17 @@ impl Group {
         }
     }
 
-    /// The message, and its samples kept with the open block.
+    /// The message, and its samples kept with the open block (whose keys `stored` lists).
     fn flush(
         self,
         name: String,
-        topic: &PointTopic,
+        stored: &mut Vec<Vec<u8>>,
         messages: &mut Vec<Outgoing>,
         state: &mut StateChanges,
     ) {
-        state
-            .block_puts
-            .push((block_key(topic, self.first), self.payload.clone()));
+        let key = block_key(&name, self.first);
+        stored.push(key.clone());
+        state.block_puts.push((key, self.payload.clone()));
         messages.push(self.message(name));
     }
 }
@@ -140,6 +150,8 @@ pub struct Acceptance {
     interval: BlockInterval,
     device: TopicSegment,
     framers: BTreeMap<String, BlockFramer>,
+    /// Per topic, the buffer keys of its open block's samples: removed when the block closes.
+    stored: BTreeMap<String, Vec<Vec<u8>>>,
     /// The last sequence accepted per topic: a sample at or before it (a PMU repeating a frame
     /// or stepping its clock back) is not new data, and the recorder would drop it anyway.
     last: BTreeMap<String, u64>,
@@ -154,6 +166,7 @@ impl Acceptance {
             interval,
             device,
             framers: BTreeMap::new(),
+            stored: BTreeMap::new(),
             last: BTreeMap::new(),
             samples: 0,
             stale: 0,
@@ -168,10 +181,11 @@ impl Acceptance {
     ) -> Result<Restored, AcceptError> {
         let mut samples = 0;
         for (key, value) in stored {
-            let Some(split) = key.iter().position(|byte| *byte == 0) else {
+            let Some(topic) = topic_of_block_key(&key) else {
                 continue;
             };
-            let topic = String::from_utf8_lossy(&key[..split]).into_owned();
+            let topic = String::from_utf8_lossy(topic).into_owned();
+            self.stored.entry(topic.clone()).or_default().push(key);
             for wire in villas::decode(&value).map_err(AcceptError::Stored)? {
                 let interval = self.interval;
                 self.framers
@@ -228,12 +242,12 @@ impl Acceptance {
                         if let Some(group) = groups.remove(&name) {
                             taken.messages.push(group.message(name.clone()));
                         }
-                        let prefix = block_prefix(&topic);
+                        let keys = self.stored.remove(&name).unwrap_or_default();
                         taken
                             .state
                             .block_puts
-                            .retain(|(key, _)| !key.starts_with(&prefix));
-                        taken.state.block_clears.push(prefix);
+                            .retain(|(key, _)| !keys.contains(key));
+                        taken.state.block_removes.extend(keys);
                         taken
                             .state
                             .timestamps_add
@@ -255,14 +269,13 @@ impl Acceptance {
                         if let Some(group) = groups.remove(&name) {
                             group.flush(
                                 name.clone(),
-                                &topic,
+                                self.stored.entry(name.clone()).or_default(),
                                 &mut taken.messages,
                                 &mut taken.state,
                             );
                         }
                     }
                     let group = groups.entry(name).or_insert_with(|| Group {
-                        topic: topic.clone(),
                         first: sequence,
                         payload: Vec::new(),
                     });
@@ -280,8 +293,8 @@ impl Acceptance {
             }
         }
         for (name, group) in groups {
-            let topic = group.topic.clone();
-            group.flush(name, &topic, &mut taken.messages, &mut taken.state);
+            let stored = self.stored.entry(name.clone()).or_default();
+            group.flush(name, stored, &mut taken.messages, &mut taken.state);
         }
         Ok(taken)
     }
@@ -424,6 +437,12 @@ mod tests {
             !taken.closed_block,
             "50 samples fill the second, none starts the next"
         );
+        let kept: Vec<Vec<u8>> = taken
+            .state
+            .block_puts
+            .iter()
+            .map(|(key, _)| key.clone())
+            .collect();
         let taken = acceptance.take(vec![input("a", 50)]).expect("taken");
         assert!(taken.closed_block);
         let mut hasher = BlockHasher::new();
@@ -436,10 +455,10 @@ mod tests {
         assert!(String::from_utf8_lossy(&taken.state.timestamps_add[0].1)
             .starts_with("data/measurements/sub1/bay-50/a "));
         assert_eq!(
-            taken.state.block_clears,
-            [b"data/measurements/sub1/bay-50/a\0".to_vec()]
+            taken.state.block_removes, kept,
+            "the closed block's stored samples, all of them, are removed"
         );
-        // The new block's first sample is kept again, after the clear.
+        // The new block's first sample is kept again, after the removal.
         assert_eq!(taken.state.block_puts.len(), 1);
         let wire = villas::decode(&taken.messages[0].payload).expect("VILLAS");
         assert!(wire[0].new_frame, "the first sample of a block says so");
@@ -499,6 +518,67 @@ mod tests {
         let all: Vec<u64> = taken.messages.iter().flat_map(decoded).collect();
         assert_eq!(all, (1000..1040).collect::<Vec<_>>(), "in order, none lost");
         assert_eq!(taken.state.block_puts.len(), taken.messages.len());
+    }
+
+    #[test]
+    fn later_instants_are_kept_after_every_stream_of_earlier_ones() {
+        // One commit's keys append at one end of the B-tree, whatever the topics.
+        let mut acceptance = one_second();
+        let first = acceptance
+            .take(vec![input("z", 0), input("a", 0)])
+            .expect("taken");
+        let second = acceptance
+            .take(vec![input("z", 1), input("a", 1)])
+            .expect("taken");
+        let newest_first = first.state.block_puts.iter().map(|(key, _)| key).max();
+        let oldest_second = second.state.block_puts.iter().map(|(key, _)| key).min();
+        assert!(newest_first < oldest_second);
+    }
+
+    #[test]
+    fn open_blocks_kept_by_an_earlier_agent_are_finished_and_removed() {
+        // Before decision 0029 the key was `<topic>\0<first sequence>`.
+        let mut before = one_second();
+        let kept = before
+            .take((0..30).map(|k| input("a", k)).collect())
+            .expect("taken");
+        let old_layout: Vec<(Vec<u8>, Vec<u8>)> = kept
+            .state
+            .block_puts
+            .into_iter()
+            .map(|(_, payload)| {
+                let first = decoded(&Outgoing {
+                    topic: String::new(),
+                    payload: payload.clone(),
+                    retain: false,
+                })[0];
+                let mut key = b"data/measurements/sub1/bay-50/a\0".to_vec();
+                key.extend_from_slice(&first.to_be_bytes());
+                (key, payload)
+            })
+            .collect();
+        let old_keys: Vec<Vec<u8>> = old_layout.iter().map(|(key, _)| key.clone()).collect();
+        let mut after = one_second();
+        let restored = after.restore(old_layout).expect("restored");
+        assert_eq!(restored.samples, 30);
+        after
+            .take((30..50).map(|k| input("a", k)).collect())
+            .expect("taken");
+        let closing = after.take(vec![input("a", 50)]).expect("taken");
+        let mut hasher = BlockHasher::new();
+        for k in 0..50 {
+            hasher.push(&sample(k));
+        }
+        assert_eq!(
+            closing.state.timestamps_add[0].0,
+            hasher.finish().expect("block").digest.0.to_vec()
+        );
+        assert!(
+            old_keys
+                .iter()
+                .all(|key| closing.state.block_removes.contains(key)),
+            "the old-layout keys go with their block"
+        );
     }
 
     #[test]

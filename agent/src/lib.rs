@@ -18,3 +18,15 @@ pub mod mtls;
 pub mod pipeline;
 pub mod tpm;
 pub mod verifier_client;
+
+/// The agent's async runtime: one thread. The appliance has one vCPU, and each frame costs
+/// microseconds of work; a multi-threaded runtime only added wake-ups between its threads (a
+/// sixth of the agent's time with ten streams, docs/benchmarks.md). What blocks runs elsewhere:
+/// the TPM on its own thread ([`tpm::Tpm`]), file system work in `spawn_blocking`.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -215,15 +215,11 @@ fn run(cli: Cli) -> Result<()> {
             duration,
         } => {
             let config = config::AgentConfig::load(&config)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(streams::run(
-                    config,
-                    print_frames,
-                    duration.map(Duration::from_secs),
-                ))
+            edgeward_agent::runtime()?.block_on(streams::run(
+                config,
+                print_frames,
+                duration.map(Duration::from_secs),
+            ))
         }
         Command::Stream {
             config,
@@ -295,11 +291,7 @@ fn run(cli: Cli) -> Result<()> {
                 stop: None,
                 health: None,
             };
-            let outcome = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(pipeline::run(options));
+            let outcome = edgeward_agent::runtime()?.block_on(pipeline::run(options));
             signer.close()?;
             outcome
         }
@@ -323,23 +315,19 @@ fn run(cli: Cli) -> Result<()> {
                 tcti,
                 event_log,
             };
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(async {
-                    let (stopping, stop) = tokio::sync::watch::channel(false);
-                    let mut terminate =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = terminate.recv() => {}
-                            _ = tokio::signal::ctrl_c() => {}
-                        }
-                        let _ = stopping.send(true);
-                    });
-                    appliance.run(stop).await
-                })
+            edgeward_agent::runtime()?.block_on(async {
+                let (stopping, stop) = tokio::sync::watch::channel(false);
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    let _ = stopping.send(true);
+                });
+                appliance.run(stop).await
+            })
         }
         Command::SevReport { nonce, out } => {
             let nonce = hex::decode(nonce.trim()).context("--nonce is not hex")?;
@@ -374,10 +362,7 @@ fn run(cli: Cli) -> Result<()> {
                 out: pki,
                 event_log,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = edgeward_agent::runtime()?;
             let tpm = tpm::Tpm::open(&tcti)?;
             let credentials = edgeward_agent::credentials::DeviceCredentials::files(&options.out);
             let outcome = if daemon {

@@ -16,7 +16,7 @@ pub mod power;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -73,10 +73,7 @@ pub fn run() -> Result<Ended> {
         config.identity, config.location
     ));
     let data = disk::mount_data()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::runtime()?;
     let outcome = runtime.block_on(async move {
         let (stopping, stop) = watch::channel(false);
         tokio::spawn(async move {
