@@ -56,6 +56,8 @@ pub enum AcceptError {
     Encode(VillasError),
     #[error("a stored open-block sample does not decode: {0}")]
     Stored(VillasError),
+    #[error("a stored open-block sample has a key of neither layout: {0}")]
+    StoredKey(String),
 }
 
 /// A notification of this device, as a buffer message.
@@ -81,14 +83,20 @@ fn block_key(topic: &str, sequence: u64) -> Vec<u8> {
     key
 }
 
-/// The topic a stored open-block key names, in either layout.
-fn topic_of_block_key(key: &[u8]) -> Option<&[u8]> {
-    let rest = match key.split_first() {
-        Some((0, rest)) => rest.get(8..)?,
-        _ => key,
-    };
-    let end = rest.iter().position(|byte| *byte == 0)?;
-    Some(&rest[..end])
+/// The topic and first sequence a stored open-block key names, in either layout.
+fn parse_block_key(key: &[u8]) -> Option<(&[u8], u64)> {
+    match key.split_first() {
+        Some((0, rest)) => {
+            let (sequence, rest) = rest.split_first_chunk::<8>()?;
+            let topic = rest.strip_suffix(&[0])?;
+            Some((topic, u64::from_be_bytes(*sequence)))
+        }
+        _ => {
+            let end = key.iter().position(|byte| *byte == 0)?;
+            let sequence: [u8; 8] = key[end + 1..].try_into().ok()?;
+            Some((&key[..end], u64::from_be_bytes(sequence)))
+        }
+    }
 }
 
 /// A closed block waiting for its proofs: digest → topic and span, for logs.
@@ -179,12 +187,18 @@ impl Acceptance {
         &mut self,
         stored: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<Restored, AcceptError> {
-        let mut samples = 0;
+        let mut entries = Vec::new();
         for (key, value) in stored {
-            let Some(topic) = topic_of_block_key(&key) else {
-                continue;
-            };
+            let (topic, sequence) =
+                parse_block_key(&key).ok_or_else(|| AcceptError::StoredKey(hex::encode(&key)))?;
             let topic = String::from_utf8_lossy(topic).into_owned();
+            entries.push((topic, sequence, key, value));
+        }
+        // In each topic's order: the buffer sorts the layouts apart, and a block kept across an
+        // update and a second restart holds keys of both.
+        entries.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut samples = 0;
+        for (topic, _, key, value) in entries {
             self.stored.entry(topic.clone()).or_default().push(key);
             for wire in villas::decode(&value).map_err(AcceptError::Stored)? {
                 let interval = self.interval;
@@ -542,21 +556,7 @@ mod tests {
         let kept = before
             .take((0..30).map(|k| input("a", k)).collect())
             .expect("taken");
-        let old_layout: Vec<(Vec<u8>, Vec<u8>)> = kept
-            .state
-            .block_puts
-            .into_iter()
-            .map(|(_, payload)| {
-                let first = decoded(&Outgoing {
-                    topic: String::new(),
-                    payload: payload.clone(),
-                    retain: false,
-                })[0];
-                let mut key = b"data/measurements/sub1/bay-50/a\0".to_vec();
-                key.extend_from_slice(&first.to_be_bytes());
-                (key, payload)
-            })
-            .collect();
+        let old_layout = old_layout_of(&kept.state.block_puts);
         let old_keys: Vec<Vec<u8>> = old_layout.iter().map(|(key, _)| key.clone()).collect();
         let mut after = one_second();
         let restored = after.restore(old_layout).expect("restored");
@@ -579,6 +579,59 @@ mod tests {
                 .all(|key| closing.state.block_removes.contains(key)),
             "the old-layout keys go with their block"
         );
+
+        // Updated, restarted, and restarted again within the block: its first samples under old
+        // keys, the later ones under new keys, which the buffer returns first.
+        let mut updated = one_second();
+        updated
+            .restore(old_layout_of(&kept_again()))
+            .expect("restored");
+        let later = updated
+            .take((30..40).map(|k| input("a", k)).collect())
+            .expect("taken");
+        let mut stored = later.state.block_puts;
+        stored.extend(old_layout_of(&kept_again()));
+        stored.sort();
+        let mut twice = one_second();
+        assert_eq!(twice.restore(stored).expect("restored").samples, 40);
+        twice
+            .take((40..50).map(|k| input("a", k)).collect())
+            .expect("taken");
+        let closing = twice.take(vec![input("a", 50)]).expect("taken");
+        let mut hasher = BlockHasher::new();
+        for k in 0..50 {
+            hasher.push(&sample(k));
+        }
+        assert_eq!(
+            closing.state.timestamps_add[0].0,
+            hasher.finish().expect("block").digest.0.to_vec(),
+            "the samples were framed in their order, whatever the keys' layout"
+        );
+    }
+
+    /// What an agent kept of samples 0..30 of topic `a`.
+    fn kept_again() -> Vec<(Vec<u8>, Vec<u8>)> {
+        one_second()
+            .take((0..30).map(|k| input("a", k)).collect())
+            .expect("taken")
+            .state
+            .block_puts
+    }
+
+    /// The same, under the keys of an agent before decision 0029: `<topic>\0<first sequence>`.
+    fn old_layout_of(kept: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        kept.iter()
+            .map(|(_, payload)| {
+                let first = decoded(&Outgoing {
+                    topic: String::new(),
+                    payload: payload.clone(),
+                    retain: false,
+                })[0];
+                let mut key = b"data/measurements/sub1/bay-50/a\0".to_vec();
+                key.extend_from_slice(&first.to_be_bytes());
+                (key, payload.clone())
+            })
+            .collect()
     }
 
     #[test]
@@ -586,10 +639,17 @@ mod tests {
         let mut acceptance = one_second();
         let error = acceptance
             .restore(vec![(
-                b"data/measurements/sub1/bay-50/a\0x".to_vec(),
+                block_key("data/measurements/sub1/bay-50/a", 1000),
                 vec![0xff; 7],
             )])
             .expect_err("refused");
         assert!(matches!(error, AcceptError::Stored(_)), "{error}");
+        let error = acceptance
+            .restore(vec![(
+                b"data/measurements/sub1/bay-50/a\0x".to_vec(),
+                b"sample".to_vec(),
+            )])
+            .expect_err("refused");
+        assert!(matches!(error, AcceptError::StoredKey(_)), "{error}");
     }
 }
