@@ -552,11 +552,7 @@ mod tests {
     #[test]
     fn open_blocks_kept_by_an_earlier_agent_are_finished_and_removed() {
         // Before decision 0029 the key was `<topic>\0<first sequence>`.
-        let mut before = one_second();
-        let kept = before
-            .take((0..30).map(|k| input("a", k)).collect())
-            .expect("taken");
-        let old_layout = old_layout_of(&kept.state.block_puts);
+        let old_layout = old_layout_of(&first_thirty());
         let old_keys: Vec<Vec<u8>> = old_layout.iter().map(|(key, _)| key.clone()).collect();
         let mut after = one_second();
         let restored = after.restore(old_layout).expect("restored");
@@ -565,14 +561,7 @@ mod tests {
             .take((30..50).map(|k| input("a", k)).collect())
             .expect("taken");
         let closing = after.take(vec![input("a", 50)]).expect("taken");
-        let mut hasher = BlockHasher::new();
-        for k in 0..50 {
-            hasher.push(&sample(k));
-        }
-        assert_eq!(
-            closing.state.timestamps_add[0].0,
-            hasher.finish().expect("block").digest.0.to_vec()
-        );
+        assert_eq!(closing.state.timestamps_add[0].0, digest_of_the_second());
         assert!(
             old_keys
                 .iter()
@@ -584,13 +573,13 @@ mod tests {
         // keys, the later ones under new keys, which the buffer returns first.
         let mut updated = one_second();
         updated
-            .restore(old_layout_of(&kept_again()))
+            .restore(old_layout_of(&first_thirty()))
             .expect("restored");
         let later = updated
             .take((30..40).map(|k| input("a", k)).collect())
             .expect("taken");
         let mut stored = later.state.block_puts;
-        stored.extend(old_layout_of(&kept_again()));
+        stored.extend(old_layout_of(&first_thirty()));
         stored.sort();
         let mut twice = one_second();
         assert_eq!(twice.restore(stored).expect("restored").samples, 40);
@@ -598,19 +587,24 @@ mod tests {
             .take((40..50).map(|k| input("a", k)).collect())
             .expect("taken");
         let closing = twice.take(vec![input("a", 50)]).expect("taken");
-        let mut hasher = BlockHasher::new();
-        for k in 0..50 {
-            hasher.push(&sample(k));
-        }
         assert_eq!(
             closing.state.timestamps_add[0].0,
-            hasher.finish().expect("block").digest.0.to_vec(),
+            digest_of_the_second(),
             "the samples were framed in their order, whatever the keys' layout"
         );
     }
 
+    /// The digest of topic `a`'s block of samples 0..50.
+    fn digest_of_the_second() -> Vec<u8> {
+        let mut hasher = BlockHasher::new();
+        for k in 0..50 {
+            hasher.push(&sample(k));
+        }
+        hasher.finish().expect("block").digest.0.to_vec()
+    }
+
     /// What an agent kept of samples 0..30 of topic `a`.
-    fn kept_again() -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn first_thirty() -> Vec<(Vec<u8>, Vec<u8>)> {
         one_second()
             .take((0..30).map(|k| input("a", k)).collect())
             .expect("taken")

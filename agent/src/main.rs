@@ -207,6 +207,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// A stop that changes on SIGTERM or Ctrl-C. Called inside the runtime.
+fn stop_on_signal() -> Result<tokio::sync::watch::Receiver<bool>> {
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stopping.send(true);
+    });
+    Ok(stop)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run {
@@ -315,19 +330,7 @@ fn run(cli: Cli) -> Result<()> {
                 tcti,
                 event_log,
             };
-            edgeward_agent::runtime()?.block_on(async {
-                let (stopping, stop) = tokio::sync::watch::channel(false);
-                let mut terminate =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = terminate.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                    let _ = stopping.send(true);
-                });
-                appliance.run(stop).await
-            })
+            edgeward_agent::runtime()?.block_on(async { appliance.run(stop_on_signal()?).await })
         }
         Command::SevReport { nonce, out } => {
             let nonce = hex::decode(nonce.trim()).context("--nonce is not hex")?;
@@ -367,17 +370,7 @@ fn run(cli: Cli) -> Result<()> {
             let credentials = edgeward_agent::credentials::DeviceCredentials::files(&options.out);
             let outcome = if daemon {
                 runtime.block_on(async {
-                    let (stopping, stop) = tokio::sync::watch::channel(false);
-                    let mut terminate =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = terminate.recv() => {}
-                            _ = tokio::signal::ctrl_c() => {}
-                        }
-                        let _ = stopping.send(true);
-                    });
-                    attest::daemon(options, tpm.clone(), credentials, stop).await
+                    attest::daemon(options, tpm.clone(), credentials, stop_on_signal()?).await
                 })
             } else {
                 runtime
