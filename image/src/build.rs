@@ -1,6 +1,7 @@
-//! `edgeward image build`: from the operator's keys, the agent binary, Debian's signed kernel and
-//! systemd-stub 252, to a bootable disk, an OVMF variable store with the keys enrolled, and a
-//! manifest of the PCR values a device booting it will quote, signed by the release key.
+//! `edgeward image build`: from the operator's keys, the agent binary, the appliance kernel (built
+//! from Debian's kernel source; or Debian's signed kernel and its modules) and systemd-stub 252,
+//! to a bootable disk, an OVMF variable store with the keys enrolled, and a manifest of the PCR
+//! values a device booting it will quote, signed by the release key.
 //!
 //! No step mounts anything or needs a loop device; every output depends only on the inputs, so
 //! building twice gives the same UKI and manifest.
@@ -17,9 +18,10 @@ use thiserror::Error;
 
 use crate::cpio::Archive;
 use crate::elf::{module_dependencies, runtime_closure, ElfError};
+use crate::kernel::KernelError;
 use crate::keys::{parse_guid, KeyDir, KeyError};
 use crate::manifest::{sign_manifest, ManifestError};
-use crate::tool::{run, ToolError};
+use crate::tool::{apt_download, apt_field, apt_version, io, run, IoError, ToolError};
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -34,34 +36,26 @@ pub enum BuildError {
     Predict(#[from] PredictError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{0}")]
     Input(String),
 }
 
-fn io<T>(what: impl Into<String>, result: std::io::Result<T>) -> Result<T, BuildError> {
-    result.map_err(|source| BuildError::Io {
-        what: what.into(),
-        source,
-    })
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
-    io(
+    Ok(io(
         format!("cannot read {}", path.display()),
         std::fs::read(path),
-    )
+    )?)
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
-    io(
+    Ok(io(
         format!("cannot write {}", path.display()),
         std::fs::write(path, bytes),
-    )
+    )?)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -71,11 +65,32 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Where the kernel comes from.
 #[derive(Debug, Clone)]
 pub enum KernelSource {
-    /// Debian's signed kernel, resolved through this (meta-)package and fetched with apt.
+    /// The appliance's own kernel, built from this Debian kernel source package with
+    /// `image/kernel/appliance.config`: everything built in, no modules (decision 0030).
+    Appliance { package: String },
+    /// Debian's signed kernel, resolved through this (meta-)package and fetched with apt; its
+    /// drivers are modules, which `BuildOptions::modules` names.
     Apt { package: String },
     /// An already extracted kernel package (a directory with `boot/` and `lib/modules/`).
     Extracted { root: PathBuf, version: String },
 }
+
+/// The modules an image with Debian's kernel loads: storage and its file systems (ext4 asks
+/// for crc32c through the crypto API, which no module dependency names), the network, and the
+/// power button's input device.
+pub const DEBIAN_KERNEL_MODULES: [&str; 11] = [
+    "virtio_pci",
+    "virtio_blk",
+    "dm_verity",
+    "crc32c_generic",
+    "ext4",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "virtio_net",
+    "button",
+    "evdev",
+];
 
 /// Everything the build reads.
 #[derive(Debug, Clone)]
@@ -93,7 +108,8 @@ pub struct BuildOptions {
     pub ovmf_vars: PathBuf,
     pub cmdline: String,
     pub image_version: String,
-    /// Kernel modules to ship and load at boot, by name; their dependencies come along.
+    /// Kernel modules to ship and load at boot, by name; their dependencies come along. Empty
+    /// for the appliance kernel, which has none.
     pub modules: Vec<String>,
     /// Shared libraries the agent opens at run time rather than links (so no DT_NEEDED names
     /// them): tpm2-tss loads its TCTI module with dlopen.
@@ -111,30 +127,14 @@ impl BuildOptions {
             out,
             agent,
             cache,
-            kernel: KernelSource::Apt {
-                package: "linux-image-amd64".into(),
+            kernel: KernelSource::Appliance {
+                package: crate::kernel::SOURCE_PACKAGE.into(),
             },
             stub: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub".into(),
             ovmf_vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
             cmdline: "console=ttyS0 quiet loglevel=3 panic=-1".into(),
             image_version: "0.1.0".into(),
-            // Storage and its file systems (ext4 asks for crc32c through the crypto API, which
-            // no module dependency names), the network, and the power button's input device.
-            modules: [
-                "virtio_pci",
-                "virtio_blk",
-                "dm_verity",
-                "crc32c_generic",
-                "ext4",
-                "vfat",
-                "nls_cp437",
-                "nls_ascii",
-                "virtio_net",
-                "button",
-                "evdev",
-            ]
-            .map(String::from)
-            .to_vec(),
+            modules: Vec::new(),
             runtime_libraries: vec!["libtss2-tcti-device.so.0".into()],
             virt_fw_vars: "virt-fw-vars".into(),
             data_mib: 2048,
@@ -153,24 +153,35 @@ struct Kernel {
     package: String,
     version: String,
     release: String,
-    root: PathBuf,
+    vmlinuz: PathBuf,
+    /// The extracted package whose `lib/modules/RELEASE` holds the modules; none for the
+    /// appliance kernel.
+    modules_root: Option<PathBuf>,
+    /// The appliance kernel's final `.config`, recorded in the manifest.
+    config_sha256: Option<String>,
 }
 
-fn apt_field(output: &[u8], field: &str) -> Option<String> {
-    String::from_utf8_lossy(output).lines().find_map(|line| {
-        line.trim()
-            .strip_prefix(field)
-            .map(|value| value.trim().to_owned())
-    })
-}
-
-fn fetch_kernel(options: &BuildOptions) -> Result<Kernel, BuildError> {
+fn fetch_kernel(
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Kernel, BuildError> {
     let (root, package, version) = match &options.kernel {
+        KernelSource::Appliance { package } => {
+            let built = crate::kernel::appliance_kernel(&options.cache, package, progress)?;
+            let config = read(&built.config)?;
+            return Ok(Kernel {
+                package: built.package,
+                version: built.version,
+                release: built.release,
+                vmlinuz: built.vmlinuz,
+                modules_root: None,
+                config_sha256: Some(sha256_hex(&config)),
+            });
+        }
         KernelSource::Extracted { root, version } => {
             (root.clone(), "local".to_owned(), version.clone())
         }
         KernelSource::Apt { package } => {
-            let hint = "apt, on Debian";
             let depends = run(
                 Command::new("apt-cache").args([
                     "depends",
@@ -178,50 +189,19 @@ fn fetch_kernel(options: &BuildOptions) -> Result<Kernel, BuildError> {
                     "--no-suggests",
                     package,
                 ]),
-                hint,
+                "apt, on Debian",
             )?;
             // The meta-package depends on the versioned image package.
             let real = apt_field(&depends, "Depends:")
                 .filter(|name| name.starts_with("linux-image-"))
                 .unwrap_or_else(|| package.clone());
-            let show = run(
-                Command::new("apt-cache").args(["show", "--no-all-versions", &real]),
-                hint,
-            )?;
-            let version = apt_field(&show, "Version:").ok_or_else(|| {
-                BuildError::Input(format!(
-                    "apt knows no version of {real} (run apt-get update)"
-                ))
-            })?;
+            let version = apt_version(&real)?;
             let root = options
                 .cache
                 .join("kernel")
                 .join(format!("{real}_{version}"));
             if !root.join("boot").is_dir() {
-                let download = options.cache.join("download");
-                io(
-                    "cannot create the cache",
-                    std::fs::create_dir_all(&download),
-                )?;
-                run(
-                    Command::new("apt-get")
-                        .args(["download", &format!("{real}={version}")])
-                        .current_dir(&download),
-                    hint,
-                )?;
-                let deb = io(
-                    "cannot list the download directory",
-                    std::fs::read_dir(&download),
-                )?
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .find(|path| {
-                    path.file_name()
-                        .is_some_and(|name| name.to_string_lossy().starts_with(&format!("{real}_")))
-                })
-                .ok_or_else(|| {
-                    BuildError::Input(format!("apt-get download left no {real} package"))
-                })?;
+                let deb = apt_download(&real, &version, &options.cache.join("download"))?;
                 let partial = options
                     .cache
                     .join("kernel")
@@ -256,8 +236,10 @@ fn fetch_kernel(options: &BuildOptions) -> Result<Kernel, BuildError> {
     Ok(Kernel {
         package,
         version,
+        vmlinuz: root.join("boot").join(format!("vmlinuz-{release}")),
         release,
-        root,
+        modules_root: Some(root),
+        config_sha256: None,
     })
 }
 
@@ -354,13 +336,24 @@ fn initramfs(
             archive.file(&path, read(&library)?, true);
         }
     }
-    let modules_root = kernel.root.join("lib/modules").join(&kernel.release);
-    let index = module_index(&modules_root.join("kernel"))?;
-    let order = module_order(&options.modules, &index)?;
+    let order = match &kernel.modules_root {
+        Some(root) => {
+            let index = module_index(&root.join("lib/modules").join(&kernel.release).join("kernel"))?;
+            module_order(&options.modules, &index)?
+        }
+        None if options.modules.is_empty() => Vec::new(),
+        None => {
+            return Err(BuildError::Input(format!(
+                "the appliance kernel has no modules (what it needs is built in: image/kernel/appliance.config); \
+                 {} asked for: use Debian's kernel (--kernel debian) to load modules",
+                options.modules.join(", ")
+            )))
+        }
+    };
     let mut list = String::new();
     for module in &order {
         let relative = module
-            .strip_prefix(&kernel.root)
+            .strip_prefix(kernel.modules_root.as_deref().unwrap_or(Path::new("/")))
             .map_err(|_| BuildError::Input("module outside the kernel tree".into()))?;
         let path = relative.to_string_lossy().into_owned();
         archive.file(&path, read(module)?, false);
@@ -693,12 +686,13 @@ pub fn build(
         std::fs::create_dir_all(&work),
     )?;
 
-    progress("kernel: resolving and fetching Debian's signed kernel");
-    let kernel = fetch_kernel(options)?;
-    let vmlinuz = kernel
-        .root
-        .join("boot")
-        .join(format!("vmlinuz-{}", kernel.release));
+    progress(match options.kernel {
+        KernelSource::Appliance { .. } => "kernel: the appliance kernel (built once, then cached)",
+        KernelSource::Apt { .. } => "kernel: resolving and fetching Debian's signed kernel",
+        KernelSource::Extracted { .. } => "kernel: an extracted kernel package",
+    });
+    let kernel = fetch_kernel(options, &mut progress)?;
+    let vmlinuz = kernel.vmlinuz.clone();
     progress(&format!(
         "kernel: {} {} ({})",
         kernel.package, kernel.version, kernel.release
@@ -798,7 +792,7 @@ pub fn build(
     let manifest = json!({
         "format": edgeward_bootchain::manifest::FORMAT,
         "image_version": options.image_version,
-        "kernel": {"package": kernel.package, "version": kernel.version, "release": kernel.release},
+        "kernel": {"package": kernel.package, "version": kernel.version, "release": kernel.release, "config_sha256": kernel.config_sha256},
         "stub": {"package": "systemd-boot-efi", "version": package_version("systemd-boot-efi")},
         "cmdline": options.cmdline,
         "secure_boot_owner": owner,

@@ -4,15 +4,16 @@
 //!
 //! This crate runs on the operator's build machine, never on the device. It drives a few
 //! standard tools where they are the reference implementation of a format (objcopy, sbsign,
-//! mkfs.vfat and mtools, sfdisk, virt-fw-vars, apt) and says which one failed and why.
+//! mkfs.vfat and mtools, sfdisk, virt-fw-vars, apt, the kernel's make) and says which one failed and why.
 #![forbid(unsafe_code)]
 
 pub mod build;
 pub mod configure;
 pub mod cpio;
 pub mod elf;
+pub mod kernel;
 pub mod keys;
 pub mod manifest;
 mod tool;
 
-pub use tool::ToolError;
+pub use tool::{IoError, ToolError};

@@ -147,14 +147,26 @@ pub fn scratch_shared(name: &str) -> PathBuf {
 
 /// `edgeward image build` of the image with `agent` as /init, signed with `keys`, into `out`.
 pub fn build_image(keys: &std::path::Path, out: &std::path::Path, agent: &std::path::Path) {
-    run_edgeward(&[
-        "image",
-        "build",
-        "--keys",
-        &keys.to_string_lossy(),
-        "--out",
-        &out.to_string_lossy(),
-        "--agent",
-        &agent.to_string_lossy(),
-    ]);
+    build_image_with(keys, out, agent, &[]);
+}
+
+/// [`build_image`] with more `image build` arguments (`--kernel debian`, `--cmdline …`).
+pub fn build_image_with(
+    keys: &std::path::Path,
+    out: &std::path::Path,
+    agent: &std::path::Path,
+    more: &[&str],
+) {
+    let mut args = vec![
+        "image".to_owned(),
+        "build".to_owned(),
+        "--keys".to_owned(),
+        keys.to_string_lossy().into_owned(),
+        "--out".to_owned(),
+        out.to_string_lossy().into_owned(),
+        "--agent".to_owned(),
+        agent.to_string_lossy().into_owned(),
+    ];
+    args.extend(more.iter().map(|arg| (*arg).to_owned()));
+    run_edgeward(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edgeward_tests::appliance::{configured_disk, Central, Release, RATE};
 use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe};
 use edgeward_tests::qemu::{self, Vm};
-use edgeward_tests::{build_image, run_edgeward, shipped_agent_binary};
+use edgeward_tests::{build_image, build_image_with, run_edgeward, shipped_agent_binary};
 
 const POINT: &str = "sub1/bay-50/bay-1";
 
@@ -341,18 +341,15 @@ fn an_unreleased_image_gets_no_certificate_and_publishes_nothing() {
     // owner never released, so its PCR 11 matches no manifest the verifier holds.
     let unreleased = release.dir.join("unreleased-image");
     if !unreleased.join("disk.img").is_file() {
-        run_edgeward(&[
-            "image",
-            "build",
-            "--keys",
-            &release.keys.to_string_lossy(),
-            "--out",
-            &unreleased.to_string_lossy(),
-            "--agent",
-            &shipped_agent_binary().to_string_lossy(),
-            "--cmdline",
-            "console=ttyS0 quiet loglevel=3 panic=-1 edgeward.debug",
-        ]);
+        build_image_with(
+            &release.keys,
+            &unreleased,
+            &shipped_agent_binary(),
+            &[
+                "--cmdline",
+                "console=ttyS0 quiet loglevel=3 panic=-1 edgeward.debug",
+            ],
+        );
     }
     let _one = ONE_VM
         .lock()

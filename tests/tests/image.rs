@@ -1,7 +1,8 @@
 //! The measured-boot image end to end, all real: `edgeward keys init` and `edgeward image build`
 //! (twice, byte-identical), the prediction against `systemd-measure`, a Secure Boot boot under
 //! OVMF with swtpm in QEMU whose PCRs equal the manifest and whose event log replays to them, and
-//! the firmware refusing an unsigned UKI, one signed by a foreign key, and one altered byte.
+//! the firmware refusing an unsigned UKI, one signed by a foreign key, and one altered byte; then
+//! the same with Debian's kernel and its modules instead of the appliance kernel.
 //!
 //! One test, because every step needs the image the first one builds and QEMU boots are the
 //! expensive part (about 10 s each under TCG).
@@ -15,7 +16,7 @@ use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
 use edgeward_bootchain::manifest::{find_match, EventDifference, ReleaseKey};
 use edgeward_image::manifest::{verify_manifest, ManifestError};
 use edgeward_tests::qemu::{self, BootOutcome};
-use edgeward_tests::{agent_binary, build_image, run_edgeward, scratch};
+use edgeward_tests::{agent_binary, build_image, build_image_with, run_edgeward, scratch};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,6 +136,18 @@ fn measured_boot_image_end_to_end() {
     }
     let uki_len = std::fs::metadata(image.join("uki.efi")).expect("UKI").len();
     eprintln!("signed UKI: {uki_len} bytes");
+    // The appliance kernel, and the manifest names its source and configuration.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.join("manifest.json")).expect("manifest"))
+            .expect("JSON");
+    assert_eq!(manifest["kernel"]["package"], "linux-source-6.1");
+    assert!(
+        manifest["kernel"]["config_sha256"]
+            .as_str()
+            .is_some_and(|digest| digest.len() == 64),
+        "{}",
+        manifest["kernel"]
+    );
 
     // The manifest is signed by the release key, and only that key.
     let public = ReleaseKey::from_hex(
@@ -225,23 +238,11 @@ fn measured_boot_image_end_to_end() {
         );
     }
     // PCR 10 is IMA's, measured by the kernel and not in the firmware log; the agent replays
-    // the kernel's IMA list for it (the boot aggregate, then each kernel module the agent loads:
-    // Debian's kernel applies its Secure Boot architecture policy), and then every PCR agrees
-    // with the TPM.
+    // the kernel's IMA list for it, and then every PCR agrees with the TPM. The appliance
+    // kernel has its drivers built in and no module support: the agent loads nothing, and the
+    // list holds the boot aggregate alone.
     assert!(!bank.contains_key(&PcrIndex::new(10).expect("valid")));
-    let modules: usize = outcome
-        .line_starting("EDGEWARD-MODULES loaded=")
-        .and_then(|count| count.trim().parse().ok())
-        .expect("the agent reported the modules it loaded");
-    assert!(modules > 0, "the image loads its kernel modules");
-    let replay_line = outcome
-        .line_starting("EDGEWARD-REPLAY ")
-        .expect("the agent reported its replay");
-    assert_eq!(
-        replay_line,
-        format!("differing_pcrs=[] ima_entries={}", modules + 1),
-        "the firmware log and the IMA list explain every PCR"
-    );
+    assert_replays_with_modules(&outcome, 0);
     assert_ne!(live["10"], "0".repeat(64), "IMA measured into PCR 10");
 
     // The verifier's manifest match on the live boot: the log matches the signed manifest event
@@ -317,5 +318,58 @@ fn measured_boot_image_end_to_end() {
     let outcome = boot_with_uki(&image, &altered_path, &variants.join("altered"), &tpm);
     assert_refused(&outcome, "signed UKI with one altered byte");
 
+    // Debian's signed kernel instead (`--kernel debian`), for hardware the appliance kernel
+    // has no driver for: its drivers are modules the agent loads, and IMA measures each one
+    // (Debian's kernel applies its Secure Boot architecture policy), which the replay explains.
+    let debian = dir.join("debian-kernel");
+    build_image_with(&keys, &debian, &agent_binary(), &["--kernel", "debian"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(debian.join("manifest.json")).expect("manifest"))
+            .expect("JSON");
+    assert!(
+        manifest["kernel"]["package"]
+            .as_str()
+            .is_some_and(|package| package.starts_with("linux-image-")),
+        "{}",
+        manifest["kernel"]
+    );
+    let outcome = qemu::boot(&debian, &dir.join("debian-tpm"), BOOT_TIMEOUT);
+    assert!(
+        outcome.ready_after.is_some(),
+        "the image with Debian's kernel did not reach READY; console: {:#?}",
+        outcome.lines
+    );
+    let live = live_pcrs(&outcome);
+    for (pcr, value) in &manifest_pcrs(&debian) {
+        assert_eq!(
+            &live[pcr], value,
+            "Debian's kernel: PCR {pcr} differs from the manifest"
+        );
+    }
+    let modules = outcome
+        .line_starting("EDGEWARD-MODULES loaded=")
+        .and_then(|count| count.trim().parse().ok())
+        .expect("the agent reported the modules it loaded");
+    assert!(modules > 0, "Debian's kernel loads its modules");
+    assert_replays_with_modules(&outcome, modules);
+
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The boot reported `modules` loaded kernel modules, and the firmware log with the kernel's
+/// IMA list (the boot aggregate, then one entry per module) explains every PCR.
+fn assert_replays_with_modules(outcome: &BootOutcome, modules: usize) {
+    let loaded: usize = outcome
+        .line_starting("EDGEWARD-MODULES loaded=")
+        .and_then(|count| count.trim().parse().ok())
+        .expect("the agent reported the modules it loaded");
+    assert_eq!(loaded, modules, "kernel modules loaded");
+    let replay_line = outcome
+        .line_starting("EDGEWARD-REPLAY ")
+        .expect("the agent reported its replay");
+    assert_eq!(
+        replay_line,
+        format!("differing_pcrs=[] ima_entries={}", modules + 1),
+        "the firmware log and the IMA list explain every PCR"
+    );
 }

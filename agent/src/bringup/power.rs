@@ -26,7 +26,7 @@ fn device() -> Result<PathBuf> {
         }
     }
     Err(anyhow!(
-        "no input device is named \"Power Button\" (are the button and evdev modules loaded?)"
+        "no input device is named \"Power Button\" (a kernel without ACPI_BUTTON and INPUT_EVDEV, or their modules not loaded)"
     ))
 }
 
