@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use edgeward_bootchain::predict::{predict, SecureBootKeys};
-use edgeward_image::build::{build, BuildOptions, KernelSource, DEBIAN_KERNEL_MODULES};
+use edgeward_image::build::{build, BuildOptions};
 use edgeward_image::keys::{init, parse_guid, pem_body};
 
 #[derive(Subcommand)]
@@ -153,10 +153,7 @@ pub fn image(command: ImageCommand) -> Result<()> {
             }
             options.virt_fw_vars = virt_fw_vars.unwrap_or_else(find_virt_fw_vars);
             if let Kernel::Debian = kernel {
-                options.kernel = KernelSource::Apt {
-                    package: "linux-image-amd64".into(),
-                };
-                options.modules = DEBIAN_KERNEL_MODULES.map(String::from).to_vec();
+                options = options.with_debian_kernel();
             }
             let started = std::time::Instant::now();
             let report = build(&options, |stage| {

@@ -3,8 +3,6 @@
 
 mod c37118_cmd;
 mod config_cmd;
-mod demo_appliance;
-mod demo_cmd;
 mod eventlog_cmd;
 mod image_cmd;
 mod proof_trust;
@@ -61,9 +59,6 @@ enum Command {
     Recorder(recorder::RecorderArgs),
     /// Check every block of a store: digest, time-stamp token and device signature.
     VerifyData(verify_data::VerifyDataArgs),
-    /// Demonstrations that start every part they need.
-    #[command(subcommand)]
-    Demo(demo_cmd::DemoCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -99,7 +94,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => image_cmd::keys(command),
         Command::Config(command) => config_cmd::run(command),
         Command::Tsa(command) => tsa_cmd::run(command),
-        Command::Demo(command) => demo_cmd::run(command),
         Command::Recorder(args) => recorder::run(args),
         Command::VerifyData(args) => {
             if verify_data::run(args)? {

@@ -3,21 +3,25 @@
 //! starts again from the oldest message still buffered, so after an outage everything unacked
 //! goes again in order; reconnects back off exponentially.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing as Sent, Packet, QoS, Transport};
+use bytes::Bytes;
+use edgeward_mqtt::{Event as SessionEvent, Session};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tracing::{info, warn};
 
 use crate::buffer::Buffer;
 
-/// How long acknowledged ids wait to leave the buffer together. Their removal is not fsynced
-/// (a crash before it sends them again), so grouping costs nothing but this much staleness in
-/// the buffer's fill.
-const ACK_GROUP: Duration = Duration::from_millis(50);
+/// How long acknowledged ids wait to leave the buffer together (or until this many are in).
+/// Their removal is not fsynced (a crash before it sends them again, and the recorder drops
+/// what it has), so grouping costs nothing but this much staleness in the buffer's fill; each
+/// removal is a B-tree write, and at 50 ms they were a sixth of the agent's time with ten
+/// streams (docs/benchmarks.md).
+const ACK_GROUP: Duration = Duration::from_millis(250);
+const ACK_GROUP_COUNT: usize = 1024;
 
 /// How often an idle connection looks at the buffer without being woken by an acceptance.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
@@ -97,6 +101,13 @@ pub async fn run(
     }
 }
 
+/// Keep-alive of the MQTT connection: a broker that stops answering is noticed within two of
+/// these, and the buffer's backlog goes to the next address.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// How long the TCP connection and the TLS handshake may take together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn connection(
     options: &BrokerOptions,
     tls: Arc<rustls::ClientConfig>,
@@ -106,37 +117,41 @@ async fn connection(
     stats: &ForwarderStats,
     on_ack: Option<&AckHook>,
 ) -> Result<()> {
-    let mut mqtt = MqttOptions::new(&options.client_id, host, port);
-    mqtt.set_transport(Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Rustls(tls),
-    ));
-    mqtt.set_keep_alive(Duration::from_secs(5));
-    mqtt.set_clean_session(true);
-    mqtt.set_inflight(options.window.min(u16::MAX as usize) as u16);
-    mqtt.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(mqtt, options.window * 2);
-    // Without TCP_NODELAY, Nagle's algorithm holds small publishes back until the broker's
-    // delayed ACK, up to 40 ms: more than the whole latency budget.
-    let mut network = events.network_options();
-    network.set_tcp_nodelay(true);
-    events.set_network_options(network);
+    let server = rustls::pki_types::ServerName::try_from(host.to_string()).with_context(|| {
+        format!("{host:?} is not a host name the broker's certificate can be checked against")
+    })?;
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("connecting to {host}:{port}"))?;
+        // Without TCP_NODELAY, Nagle's algorithm holds small publishes back until the broker's
+        // delayed ACK, up to 40 ms: more than the whole latency budget.
+        tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
+        tokio_rustls::TlsConnector::from(tls)
+            .connect(server, tcp)
+            .await
+            .with_context(|| format!("TLS handshake with {host}:{port}"))
+    })
+    .await
+    .with_context(|| {
+        format!("{host}:{port} did not complete TCP and TLS within {CONNECT_TIMEOUT:?}")
+    })??;
 
-    // Ids published on this connection, in order, until their packet id is known; then by
-    // packet id until acknowledged.
-    let mut unnumbered: VecDeque<u64> = VecDeque::new();
-    let mut by_packet: HashMap<u16, u64> = HashMap::new();
+    let mut session: Session<u64> =
+        Session::new(&options.client_id, KEEP_ALIVE, std::time::Instant::now())?;
+    let mut events: Vec<SessionEvent<u64>> = Vec::new();
+    let mut received = vec![0u8; 16 * 1024];
     let mut last_sent = 0u64;
-    let mut connected = false;
     // Acknowledged ids leave the buffer in groups: one write per group, not per PUBACK (a crash
     // before the write only means those are sent again).
     let mut acknowledged: Vec<u64> = Vec::new();
     let mut written = tokio::time::Instant::now();
     // Whether the buffer may hold messages not yet published: after an acceptance, a wake-up
     // of the idle timer, or a read that filled the window. Reading it only then spares a read
-    // transaction for every PUBACK and publish event.
+    // transaction for every PUBACK.
     let mut fresh = true;
     loop {
-        let due = acknowledged.len() >= 128
+        let due = acknowledged.len() >= ACK_GROUP_COUNT
             || (!acknowledged.is_empty() && written.elapsed() >= ACK_GROUP);
         if due {
             written = tokio::time::Instant::now();
@@ -146,62 +161,68 @@ async fn connection(
                 .fetch_add(acknowledged.len() as u64, Ordering::Relaxed);
             acknowledged.clear();
         }
-        if connected {
-            let room = options
-                .window
-                .saturating_sub(unnumbered.len() + by_packet.len());
+        if session.is_connected() {
+            let in_flight = session.in_flight();
+            let room = options.window.saturating_sub(in_flight);
             // Refill in runs, not one message per PUBACK.
-            if fresh
-                && room > 0
-                && (room >= options.window / 8 || unnumbered.len() + by_packet.len() < 8)
-            {
+            if fresh && room > 0 && (room >= options.window / 8 || in_flight < 8) {
                 let unsent = buffer.after(last_sent, room)?;
                 fresh = unsent.len() == room;
+                let now = std::time::Instant::now();
                 for (id, message) in unsent {
-                    client
-                        .try_publish(
-                            message.topic,
-                            QoS::AtLeastOnce,
-                            message.retain,
-                            message.payload,
-                        )
-                        .context("queueing a publish")?;
-                    unnumbered.push_back(id);
+                    session.publish(
+                        id,
+                        &message.topic,
+                        Bytes::from(message.payload),
+                        message.retain,
+                        now,
+                    )?;
                     last_sent = id;
                 }
             }
         }
+        // Everything queued since the last write goes in one write: one TLS record for a whole
+        // instant's publishes instead of one record and one syscall each.
+        let outgoing = session.take_outgoing();
+        if !outgoing.is_empty() {
+            stream
+                .write_all(&outgoing)
+                .await
+                .context("writing to the broker")?;
+            stream.flush().await.context("writing to the broker")?;
+        }
+        let timer = if acknowledged.is_empty() {
+            IDLE_CHECK
+        } else {
+            ACK_GROUP
+        };
+        let keep_alive = tokio::time::Instant::from_std(session.next_deadline());
         tokio::select! {
-            event = events.poll() => {
-                match event.context("MQTT")? {
-                    Event::Incoming(Packet::ConnAck(ack)) => {
-                        if ack.code != rumqttc::ConnectReturnCode::Success {
-                            anyhow::bail!("the broker refused the connection: {:?}", ack.code);
+            read = stream.read(&mut received) => {
+                let count = read.context("reading from the broker")?;
+                if count == 0 {
+                    anyhow::bail!("the broker closed the connection");
+                }
+                session.receive(&received[..count], &mut events)?;
+                for event in events.drain(..) {
+                    match event {
+                        SessionEvent::Connected => {
+                            fresh = true;
+                            stats.connected.store(true, Ordering::Relaxed);
+                            info!(%host, port, "connected to the broker");
                         }
-                        connected = true;
-                        fresh = true;
-                        stats.connected.store(true, Ordering::Relaxed);
-                        info!(%host, port, "connected to the broker");
-                    }
-                    Event::Outgoing(Sent::Publish(packet)) => {
-                        if let Some(id) = unnumbered.pop_front() {
-                            by_packet.insert(packet, id);
-                        }
-                    }
-                    Event::Incoming(Packet::PubAck(ack)) => {
-                        if let Some(id) = by_packet.remove(&ack.pkid) {
+                        SessionEvent::Acknowledged(id) => {
                             if let Some(hook) = on_ack {
                                 hook(id);
                             }
                             acknowledged.push(id);
                         }
                     }
-                    Event::Incoming(Packet::Disconnect) => anyhow::bail!("the broker disconnected"),
-                    _ => {}
                 }
             }
-            _ = buffer.accepted.notified(), if connected => fresh = true,
-            _ = tokio::time::sleep(if acknowledged.is_empty() { IDLE_CHECK } else { ACK_GROUP }), if connected => fresh = true,
+            _ = buffer.accepted.notified(), if session.is_connected() => fresh = true,
+            _ = tokio::time::sleep(timer), if session.is_connected() => fresh = true,
+            _ = tokio::time::sleep_until(keep_alive) => session.tick(std::time::Instant::now())?,
         }
     }
 }

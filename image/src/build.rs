@@ -140,6 +140,16 @@ impl BuildOptions {
             data_mib: 2048,
         }
     }
+
+    /// Debian's signed generic kernel instead of the appliance's, with the modules the
+    /// appliance needs from it (for hardware the appliance kernel has no driver for).
+    pub fn with_debian_kernel(mut self) -> Self {
+        self.kernel = KernelSource::Apt {
+            package: "linux-image-amd64".into(),
+        };
+        self.modules = DEBIAN_KERNEL_MODULES.map(String::from).to_vec();
+        self
+    }
 }
 
 /// What was built.
@@ -698,7 +708,11 @@ pub fn build(
         kernel.package, kernel.version, kernel.release
     ));
 
-    progress("initramfs: agent as /init, its libraries, kernel modules, the configuration key");
+    progress(if options.modules.is_empty() {
+        "initramfs: agent as /init, its libraries, the configuration key (no kernel modules)"
+    } else {
+        "initramfs: agent as /init, its libraries, kernel modules, the configuration key"
+    });
     let config_key = {
         use ring::signature::KeyPair as _;
         hex::encode(keys.config_key()?.public_key().as_ref())

@@ -38,7 +38,13 @@ impl Central {
     /// The platform, a verifier that knows the releases in `manifests`, pyPMU and chronyd, in
     /// `release.dir/name`, and the device's TPM state in its `tpm/`. `None` (after saying why) when a peer is missing outside CI.
     pub fn start(release: &Release, name: &str, manifests: &[&Path]) -> Option<Self> {
-        let dir = release.dir.join(name);
+        Self::start_in(&release.dir.join(name), release, manifests)
+    }
+
+    /// [`Central::start`] in `dir`: `pki/`, `logs/` (every service's log), `broker.txt`, the
+    /// verifier's `verifier/`, the device's `tpm/`.
+    pub fn start_in(dir: &Path, release: &Release, manifests: &[&Path]) -> Option<Self> {
+        let dir = dir.to_owned();
         std::fs::create_dir_all(&dir).expect("dir");
         let platform = Platform::start(&dir)?;
         let stamps = dir.join("pmu-stamps.txt");
@@ -88,7 +94,12 @@ impl Central {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_edgeward(&args);
         let config = verifier_dir.join("verifier.toml");
-        let verifier = Verifier::start(&config, port, &verifier_dir.join("tls-ca.crt"));
+        let verifier = Verifier::start_logging(
+            &config,
+            port,
+            &verifier_dir.join("tls-ca.crt"),
+            platform.log("verifier"),
+        );
         Some(Self {
             device_ca: verifier_dir.join("device-ca.crt"),
             dir,

@@ -2,6 +2,7 @@
 //! that start real peers and stop them on drop.
 
 pub mod appliance;
+pub mod demo;
 pub mod device_keys;
 pub mod openssl;
 pub mod platform;
@@ -46,6 +47,11 @@ pub fn edgeward_binary() -> PathBuf {
     binary("edgeward")
 }
 
+/// The `edgeward-demo` binary of this build (the demos on this rig).
+pub fn demo_binary() -> PathBuf {
+    binary("edgeward-demo")
+}
+
 /// The `edgeward-agent` binary of this build.
 pub fn agent_binary() -> PathBuf {
     binary("edgeward-agent")
@@ -74,13 +80,17 @@ pub fn shipped_agent_binary() -> PathBuf {
 }
 
 fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let exe = std::env::current_exe().expect("this binary has a path");
+    // target/<profile>/deps/<test> (a test) or target/<profile>/edgeward-demo (the demo) ->
+    // target/<profile>/<name>
     let path = exe
         .parent()
-        .and_then(|deps| deps.parent())
+        .map(|dir| match dir.file_name() {
+            Some(deps) if deps == "deps" => dir.parent().unwrap_or(dir),
+            _ => dir,
+        })
         .map(|profile| profile.join(name))
-        .expect("the test binary lives in target/<profile>/deps");
+        .expect("this binary lives in target/<profile>");
     assert!(
         path.is_file(),
         "{} is missing: build the binaries first (cargo build --workspace --bins)",

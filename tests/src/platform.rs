@@ -16,6 +16,24 @@ use crate::swtpm::Swtpm;
 /// A child process killed when dropped.
 pub struct Process(pub Child);
 
+impl Process {
+    /// Stops it as a service manager would: SIGTERM, then SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -34,6 +52,10 @@ pub fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The identities the broker lets read every topic: the recorder, and an operator's (`admin`,
+/// for outside tools attached to a demo).
+const READERS: [&str; 2] = ["recorder", "admin"];
 
 pub struct Platform {
     pub dir: PathBuf,
@@ -63,6 +85,7 @@ impl Platform {
         }
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki).expect("pki dir");
+        std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
         root_ca(&pki, "ca", "/CN=SEGuRo Certificate Authority");
         // 10.0.2.2: the host as a QEMU guest on the user network sees it.
         leaf(
@@ -73,14 +96,16 @@ impl Platform {
             "ca",
             "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.2.2\n",
         );
-        leaf(
-            &pki,
-            "recorder",
-            KeyKind::P256,
-            "/CN=recorder",
-            "ca",
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-        );
+        for reader in READERS {
+            leaf(
+                &pki,
+                reader,
+                KeyKind::P256,
+                &format!("/CN={reader}"),
+                "ca",
+                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+            );
+        }
         root_ca(&pki, "tsa-root", "/CN=Platform TSA Root");
         leaf(
             &pki,
@@ -136,8 +161,9 @@ impl Platform {
             .arg(pki.join("tsa.key"))
             .arg("--chain")
             .arg(pki.join("tsa-root.crt"))
+            .env("EDGEWARD_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log("tsa"))
             .spawn()
             .expect("edgeward tsa serve starts");
         self.tsa = Some(Process(child));
@@ -154,7 +180,7 @@ impl Platform {
     pub fn broker_config(&self) -> PathBuf {
         let pki = self.dir.join("pki");
         let acl = self.dir.join("acl");
-        std::fs::write(&acl, edgeward_platform::acl::mosquitto_acl(&["recorder"])).expect("acl");
+        std::fs::write(&acl, edgeward_platform::acl::mosquitto_acl(&READERS)).expect("acl");
         let config = self.dir.join("mosquitto.conf");
         std::fs::write(
             &config,
@@ -188,11 +214,7 @@ impl Platform {
     /// [`Platform::start_broker`]; `may_move`: no client knows the port yet.
     fn launch_broker(&mut self, may_move: bool) {
         for _attempt in 0..5 {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("mosquitto.log"))
-                .expect("log");
+            let log = self.log("mosquitto");
             let mut child = Command::new("mosquitto")
                 .arg("-c")
                 .arg(self.broker_config())
@@ -220,6 +242,12 @@ impl Platform {
             };
             if !exited {
                 self.mosquitto = Some(Process(child));
+                // Where outside tools (a subscriber, the platform's own recorder) attach.
+                std::fs::write(
+                    self.dir.join("broker.txt"),
+                    format!("127.0.0.1:{}\n", self.mqtt_port),
+                )
+                .expect("broker.txt");
                 return;
             }
             if may_move {
@@ -230,7 +258,7 @@ impl Platform {
         }
         panic!(
             "mosquitto did not start: {}",
-            std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+            std::fs::read_to_string(self.dir.join("logs/mosquitto.log")).unwrap_or_default()
         );
     }
 
@@ -245,6 +273,15 @@ impl Platform {
         }
     }
 
+    /// `logs/NAME.log`, opened for appending: each service's output, kept with the rest.
+    pub fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("logs").join(format!("{name}.log")))
+            .expect("a log file in logs/")
+    }
+
     pub fn pki(&self, file: &str) -> PathBuf {
         self.dir.join("pki").join(file)
     }
@@ -257,7 +294,7 @@ impl Platform {
     /// `edgeward recorder` into `store`, taking device signatures that chain to `device_ca`
     /// (a verifier's device CA, rather than this rig's).
     pub fn recorder_trusting(&self, store: &Path, device_ca: &Path) -> Process {
-        let log = std::fs::File::create(self.dir.join("recorder.log")).expect("log");
+        let log = self.log("recorder");
         let child = Command::new(crate::edgeward_binary())
             .args([
                 "recorder",

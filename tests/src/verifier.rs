@@ -19,12 +19,17 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn start(config: &Path, port: u16, ca: &Path) -> Self {
+        Self::start_logging(config, port, ca, Stdio::inherit())
+    }
+
+    /// [`Verifier::start`] with its log going to `log`.
+    pub fn start_logging(config: &Path, port: u16, ca: &Path, log: impl Into<Stdio>) -> Self {
         let child = Command::new(edgeward_binary())
             .args(["verifier", "serve", "--config"])
             .arg(config)
             .env("EDGEWARD_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("the verifier starts");
         let started = Instant::now();
