@@ -23,6 +23,9 @@ use crate::buffer::Buffer;
 const ACK_GROUP: Duration = Duration::from_millis(250);
 const ACK_GROUP_COUNT: usize = 1024;
 
+/// The first wait before connecting again; it doubles with each failed attempt, up to 10 s.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+
 /// How often an idle connection looks at the buffer without being woken by an acceptance.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
 
@@ -63,7 +66,7 @@ pub async fn run(
     if options.addresses.is_empty() {
         anyhow::bail!("no broker address is configured");
     }
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = INITIAL_BACKOFF;
     let mut attempt = 0usize;
     let mut waiting = false;
     loop {
@@ -92,7 +95,11 @@ pub async fn run(
         match connection(&options, tls, host, *port, &buffer, &stats, on_ack.as_ref()).await {
             Ok(()) => return Ok(()),
             Err(error) => {
-                stats.connected.store(false, Ordering::Relaxed);
+                // A connection the broker had accepted was lost: the next outage starts the
+                // backoff again from its shortest wait, not from where the last one left it.
+                if stats.connected.swap(false, Ordering::Relaxed) {
+                    backoff = INITIAL_BACKOFF;
+                }
                 warn!(error = %format!("{error:#}"), retry_ms = backoff.as_millis() as u64, "broker connection lost");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
