@@ -77,6 +77,10 @@ pub fn run(command: ConfigCommand) -> Result<()> {
 }
 
 fn print_summary(config: &DeviceConfig) {
+    println!(
+        "serial     {} (an appliance that has run a higher one refuses it)",
+        config.serial
+    );
     println!("identity   {}", config.identity);
     println!("location   {}", config.location);
     println!("network    {:?}", config.network);

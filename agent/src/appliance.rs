@@ -1,6 +1,7 @@
 //! The appliance: one process that runs the device's roles under one supervisor, from one
 //! operator-signed configuration and with one TPM owner. The roles today are attestation (with
-//! renewal) and the data path (PMU streams to the broker); workloads and updates join them.
+//! renewal), the data path (PMU streams to the broker) and, with DHCP, keeping the lease;
+//! workloads and updates join them.
 //! A role that fails is restarted with backoff, each role's state goes into the heartbeats,
 //! and a stop (SIGTERM, the ACPI power button) ends every role cleanly, the buffer flushed.
 //!
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument as _};
 
 use crate::attest_role;
+use crate::bringup::network::LeaseKeeper;
 use crate::buffer::{Buffer, Limits};
 use crate::credentials::DeviceCredentials;
 use crate::forwarder::{BrokerOptions, TlsSource};
@@ -80,8 +82,12 @@ impl DataDirs {
 pub struct Appliance {
     pub config: DeviceConfig,
     pub data: DataDirs,
-    pub tcti: String,
+    /// The TPM's one owner, opened by the caller (which checked the configuration's serial
+    /// with it: [`admit_serial`]).
+    pub tpm: Tpm,
     pub event_log: PathBuf,
+    /// The DHCP lease to keep, when the address came from one (the `network` role).
+    pub network: Option<LeaseKeeper>,
 }
 
 /// Reads the device configuration `file` and its signature (`file.sig`) and checks it against
@@ -103,6 +109,38 @@ pub fn load_signed_config(file: &Path, key: &Path) -> Result<DeviceConfig> {
     )?;
     edgeward_config::verify(&text, &signature, &key)
         .with_context(|| format!("the device configuration {} is refused", file.display()))
+}
+
+/// Refuses a configuration older than the newest this appliance has run, and records a newer
+/// one as the newest, in the TPM's configuration counter (`edgeward_config::rollback`). Says
+/// what it did, for the console.
+pub fn admit_serial(tpm: &Tpm, serial: u64) -> Result<String> {
+    use edgeward_attestation::config_counter;
+    use edgeward_config::rollback::{judge, Verdict};
+    tpm.call_blocking(move |state| -> Result<String> {
+        let context = &mut state.context;
+        // Never written: an appliance that has run no configuration. Its first increment gives
+        // 1 on a new TPM, or one more than any counter of this TPM ever held.
+        let counter = match config_counter::read(context)? {
+            Some(counter) => counter,
+            None => config_counter::increment(context)?,
+        };
+        match judge(serial, counter)? {
+            Verdict::Current => Ok(format!("serial={serial} (the TPM counter's)")),
+            Verdict::Advance(steps) => {
+                let mut reached = counter;
+                for _ in 0..steps {
+                    reached = config_counter::increment(context)?;
+                }
+                if reached != serial {
+                    anyhow::bail!(
+                        "the TPM's configuration counter went from {counter} to {reached}, not to                          the configuration's serial {serial}"
+                    );
+                }
+                Ok(format!("serial={serial} (the TPM counter advanced from {counter})"))
+            }
+        }
+    })?
 }
 
 /// Refuses a buffer larger than the data partition can hold: it would fill the disk and fail
@@ -185,7 +223,7 @@ impl Appliance {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         check_capacity(&self.data.root, config.buffer_bytes)?;
-        let tpm = Tpm::open(&self.tcti)?;
+        let tpm = self.tpm;
         let credentials = DeviceCredentials::shared(&self.data.pki());
         let health = Health::default();
         let buffer = Buffer::open(
@@ -248,10 +286,30 @@ impl Appliance {
                 },
             ))
         };
+        let mut roles = vec![("attestation", attestation), ("stream", stream)];
+        if let Some(keeper) = self.network {
+            let health_for_role = health.clone();
+            roles.push((
+                "network",
+                tokio::spawn(supervise(
+                    "network",
+                    health.clone(),
+                    stop.clone(),
+                    move |stop| {
+                        let (keeper, health) = (keeper.clone(), health_for_role.clone());
+                        async move {
+                            keeper
+                                .keep(stop, |state| health.set("network", state))
+                                .await
+                        }
+                    },
+                )),
+            ));
+        }
         let mut stop_wait = stop.clone();
         let _ = stop_wait.changed().await;
         info!("stopping the roles");
-        for (name, role) in [("attestation", attestation), ("stream", stream)] {
+        for (name, role) in roles {
             if tokio::time::timeout(Duration::from_secs(10), role)
                 .await
                 .is_err()

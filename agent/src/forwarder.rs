@@ -146,12 +146,53 @@ async fn connection(
 
     let mut session: Session<u64> =
         Session::new(&options.client_id, KEEP_ALIVE, std::time::Instant::now())?;
-    let mut events: Vec<SessionEvent<u64>> = Vec::new();
-    let mut received = vec![0u8; 16 * 1024];
-    let mut last_sent = 0u64;
     // Acknowledged ids leave the buffer in groups: one write per group, not per PUBACK (a crash
     // before the write only means those are sent again).
     let mut acknowledged: Vec<u64> = Vec::new();
+    let ended = exchange(
+        options,
+        &mut stream,
+        &mut session,
+        buffer,
+        stats,
+        on_ack,
+        &mut acknowledged,
+        host,
+        port,
+    )
+    .await;
+    // However the connection ended, what the broker acknowledged is no longer the device's to
+    // send: removed now, not sent again after the reconnect (up to a whole group of them).
+    if !acknowledged.is_empty() {
+        buffer.acknowledged(&acknowledged)?;
+        stats
+            .acknowledged
+            .fetch_add(acknowledged.len() as u64, Ordering::Relaxed);
+    }
+    ended
+}
+
+/// The publish and acknowledge loop of one connection, until it fails; acknowledged ids not yet
+/// removed from the buffer are left in `acknowledged` for the caller.
+// The connection's parts, borrowed for the loop so the caller keeps what it must finish.
+#[allow(clippy::too_many_arguments)]
+async fn exchange<S>(
+    options: &BrokerOptions,
+    stream: &mut S,
+    session: &mut Session<u64>,
+    buffer: &Buffer,
+    stats: &ForwarderStats,
+    on_ack: Option<&AckHook>,
+    acknowledged: &mut Vec<u64>,
+    host: &str,
+    port: u16,
+) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut events: Vec<SessionEvent<u64>> = Vec::new();
+    let mut received = vec![0u8; 16 * 1024];
+    let mut last_sent = 0u64;
     let mut written = tokio::time::Instant::now();
     // Whether the buffer may hold messages not yet published: after an acceptance, a wake-up
     // of the idle timer, or a read that filled the window. Reading it only then spares a read
@@ -162,7 +203,7 @@ async fn connection(
             || (!acknowledged.is_empty() && written.elapsed() >= ACK_GROUP);
         if due {
             written = tokio::time::Instant::now();
-            buffer.acknowledged(&acknowledged)?;
+            buffer.acknowledged(acknowledged)?;
             stats
                 .acknowledged
                 .fetch_add(acknowledged.len() as u64, Ordering::Relaxed);
@@ -210,7 +251,8 @@ async fn connection(
                 if count == 0 {
                     anyhow::bail!("the broker closed the connection");
                 }
-                session.receive(&received[..count], &mut events)?;
+                // PUBACKs that came before a protocol error are the broker's all the same.
+                let outcome = session.receive(&received[..count], &mut events);
                 for event in events.drain(..) {
                     match event {
                         SessionEvent::Connected => {
@@ -226,6 +268,7 @@ async fn connection(
                         }
                     }
                 }
+                outcome?;
             }
             _ = buffer.accepted.notified(), if session.is_connected() => fresh = true,
             _ = tokio::time::sleep(timer), if session.is_connected() => fresh = true,

@@ -324,11 +324,17 @@ fn run(cli: Cli) -> Result<()> {
             event_log,
         } => {
             let config = edgeward_agent::appliance::load_signed_config(&config, &config_key)?;
+            let tpm = tpm::Tpm::open(&tcti)?;
+            let admitted = edgeward_agent::appliance::admit_serial(&tpm, config.serial)
+                .context("the device configuration is refused")?;
+            tracing::info!(%admitted, "device configuration admitted");
             let appliance = edgeward_agent::appliance::Appliance {
                 config,
                 data: edgeward_agent::appliance::DataDirs::new(&data),
-                tcti,
+                tpm,
                 event_log,
+                // On a host the host keeps its own address.
+                network: None,
             };
             edgeward_agent::runtime()?.block_on(async { appliance.run(stop_on_signal()?).await })
         }

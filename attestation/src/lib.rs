@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config_counter;
 pub mod credential;
 pub mod device_ca;
 pub mod ek_certificate;

@@ -3,6 +3,7 @@
 //! validated types.
 //!
 //! ```toml
+//! serial = 1                         # one more with each configuration issued (rollback.rs)
 //! identity = "bay-1"                 # the identity asked of the verifier: CN, MQTT user
 //! location = "substation-1"          # the location level of the topics
 //!
@@ -48,6 +49,7 @@ use crate::ConfigError;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    serial: u64,
     identity: String,
     location: String,
     network: RawNetwork,
@@ -231,6 +233,9 @@ impl EkChoice {
 /// The validated device configuration.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
+    /// Which issue of this device's configuration this is: an appliance refuses one older than
+    /// it has run ([`crate::rollback`]).
+    pub serial: u64,
     pub identity: DeviceId,
     pub location: TopicSegment,
     pub network: Network,
@@ -355,6 +360,7 @@ impl DeviceConfig {
             .map(|address| HostPort::parse(address, "broker.addresses"))
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            serial: in_range(raw.serial, 1, crate::rollback::MAX_SERIAL, "serial")?,
             identity,
             location,
             network,

@@ -12,6 +12,8 @@ use crate::ConfigError;
 /// A configuration for a device on DHCP, with the central side's endpoints and roots.
 #[derive(Debug, Clone)]
 pub struct Draft {
+    /// Which issue of the device's configuration (one more each time).
+    pub serial: u64,
     pub identity: String,
     pub location: String,
     /// `host:port` of each SNTP server.
@@ -40,6 +42,7 @@ pub struct Draft {
 
 #[derive(Serialize)]
 struct Document<'a> {
+    serial: u64,
     identity: &'a str,
     location: &'a str,
     network: Network,
@@ -101,6 +104,7 @@ impl Draft {
     /// The configuration's text.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         let document = Document {
+            serial: self.serial,
             identity: &self.identity,
             location: &self.location,
             network: Network { mode: "dhcp" },
@@ -141,6 +145,7 @@ impl Draft {
 #[cfg(test)]
 pub(crate) fn example(ca: &str) -> Draft {
     Draft {
+        serial: 1,
         identity: "bay-1".into(),
         location: "substation-1".into(),
         sntp: vec!["10.0.2.2:123".into()],

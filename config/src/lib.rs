@@ -11,6 +11,7 @@
 pub mod device;
 pub mod draft;
 pub mod pmu;
+pub mod rollback;
 
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 use thiserror::Error;
@@ -172,6 +173,12 @@ mod tests {
                 "data.block_seconds",
             ),
             (text().replace("idcode = 7", "idcode = 0"), "reserved"),
+            // No serial: nothing to protect it from being put back later.
+            (text().replace("serial = 1\n", ""), "missing field `serial`"),
+            (
+                text().replace("serial = 1\n", "serial = 0\n"),
+                "serial is 0",
+            ),
             (
                 text().replace("[data]", "[data]\nsecret = 1"),
                 "unknown field",

@@ -150,7 +150,9 @@ impl<K: Copy> Session<K> {
     }
 
     /// Takes in bytes read from the broker; what they complete is appended to `events`. A
-    /// packet cut between two reads waits for the rest.
+    /// packet cut between two reads waits for the rest. When the bytes break the protocol, the
+    /// events of the packets before the offending one are still in `events` (a PUBACK the broker
+    /// sent is its acknowledgement whatever follows it), and the session is over.
     pub fn receive(
         &mut self,
         bytes: &[u8],
@@ -449,6 +451,25 @@ mod tests {
             session.receive(&[0xf0, 0x00], &mut Vec::new()),
             Err(SessionError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn acknowledgements_before_a_protocol_error_still_count() {
+        let now = Instant::now();
+        let mut session = connected(now);
+        for id in [10, 11] {
+            session
+                .publish(id, "t", Bytes::new(), false, now)
+                .expect("accepted");
+        }
+        let mut read = puback(1);
+        read.extend_from_slice(&puback(9));
+        let mut events = Vec::new();
+        assert!(matches!(
+            session.receive(&read, &mut events),
+            Err(SessionError::UnknownAck(9))
+        ));
+        assert_eq!(events, [Event::Acknowledged(10)]);
     }
 
     #[test]

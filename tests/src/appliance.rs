@@ -136,9 +136,22 @@ impl Central {
 
     /// The same with `streams` PMU streams, bay-1 to bay-N, all served by the one pyPMU.
     pub fn device_config_with(&self, release: &Release, streams: usize) -> PathBuf {
+        self.device_config_issue(release, streams, 1, &self.dir.join("device.toml"))
+    }
+
+    /// Issue `serial` of the configuration with `streams` streams, signed, written to `file`
+    /// (and `file.sig`).
+    pub fn device_config_issue(
+        &self,
+        release: &Release,
+        streams: usize,
+        serial: u64,
+        file: &Path,
+    ) -> PathBuf {
         let pem = |path: &Path| std::fs::read_to_string(path).expect("PEM");
         let host = |port: u16| format!("10.0.2.2:{port}");
         let draft = edgeward_config::draft::Draft {
+            serial,
             identity: "bay-50".into(),
             location: "sub1".into(),
             sntp: vec![host(self.sntp.port)],
@@ -157,8 +170,10 @@ impl Central {
                 .map(|n| (format!("bay-{n}"), 7, host(self.pmu.port)))
                 .collect(),
         };
-        let file = self.dir.join("device.toml");
-        std::fs::write(&file, draft.to_toml().expect("TOML")).expect("write");
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).expect("a directory for the configuration");
+        }
+        std::fs::write(file, draft.to_toml().expect("TOML")).expect("write");
         run_edgeward(&[
             "config",
             "sign",
@@ -166,7 +181,7 @@ impl Central {
             "--keys",
             &release.keys.to_string_lossy(),
         ]);
-        file
+        file.to_owned()
     }
 }
 

@@ -266,10 +266,7 @@ impl Platform {
     /// recorder's persistent session and queue survive): an outage.
     pub fn stop_broker(&mut self) {
         if let Some(mut broker) = self.mosquitto.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &broker.0.id().to_string()])
-                .status();
-            let _ = broker.0.wait();
+            broker.stop();
         }
     }
 

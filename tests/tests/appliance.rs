@@ -4,8 +4,8 @@
 //! TSA, the recorder, chronyd for SNTP, pyPMU as the substation's PMU), which the guest
 //! reaches as 10.0.2.2 on QEMU's user network.
 //!
-//! Checked, with the real components: a configuration altered after signing is refused at
-//! boot in one console line and nothing starts; a configured appliance attests, gets its
+//! Checked, with the real components: a configuration altered after signing, or an older
+//! issue of it put back, is refused at boot in one console line and nothing starts; a configured appliance attests, gets its
 //! certificate and streams blocks the platform verifies; through a broker outage of a minute
 //! with a power cut inside it, nothing the appliance accepted is lost (every sample from the
 //! first to the last, except while it was off, arrives once, signed and time-stamped); the
@@ -89,6 +89,29 @@ fn console_tail(vm: &Vm, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Boots `disk` and expects the appliance to refuse its configuration in one console line
+/// naming `reason`, bring no network up, and power off; returns the line.
+fn refused_at_boot(
+    release: &Release,
+    disk: &Path,
+    tpm_state: &Path,
+    console: &Path,
+    reason: &str,
+) -> String {
+    let mut vm = Vm::start(&release.image, disk, tpm_state, console);
+    let line = vm
+        .wait_for("EDGEWARD-REFUSED", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("not refused ({reason}): {}", console_text(&vm)));
+    assert!(line.contains(reason), "{line}");
+    assert!(
+        vm.wait_exit(Duration::from_secs(30)),
+        "powers off after refusing"
+    );
+    let text = console_text(&vm);
+    assert!(!text.contains("EDGEWARD-NETWORK"), "{text}");
+    line
+}
+
 fn console_text(vm: &Vm) -> String {
     vm.console()
         .into_iter()
@@ -107,7 +130,8 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
         return;
     };
     let dir = central.dir.clone();
-    let config = central.device_config(release);
+    // Issue 2 of the device's configuration; issue 1 is put back at the end.
+    let config = central.device_config_issue(release, 1, 2, &dir.join("device.toml"));
     let tpm_state = dir.join("tpm");
 
     // The tool refuses to put an altered configuration on a disk.
@@ -137,22 +161,13 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
     let disk = dir.join("disk.img");
     configured_disk(&release.image, &config, &disk);
     replace_config_on_disk(&disk, &altered_text, &altered);
-    let mut vm = Vm::start(
-        &release.image,
+    let line = refused_at_boot(
+        release,
         &disk,
         &tpm_state,
         &dir.join("console-refused.log"),
+        "altered after signing",
     );
-    let line = vm
-        .wait_for("EDGEWARD-REFUSED", Duration::from_secs(120))
-        .unwrap_or_else(|| panic!("no refusal: {}", console_text(&vm)));
-    assert!(line.contains("altered after signing"), "{line}");
-    assert!(
-        vm.wait_exit(Duration::from_secs(30)),
-        "powers off after refusing"
-    );
-    let console = console_text(&vm);
-    assert!(!console.contains("EDGEWARD-NETWORK"), "{console}");
     eprintln!("refused as expected (altered on the disk): {line}");
 
     // The configured appliance: attests, streams, the platform verifies.
@@ -332,6 +347,19 @@ fn the_booted_appliance_streams_verified_data_and_loses_nothing_through_outage_a
         seconds(last_before)
     );
     assert!(seconds(first_after) > cut_at, "after the reboot");
+
+    // Someone puts back issue 1, validly signed, on a disk wiped to the image's: the TPM's
+    // configuration counter says issue 2 has run, so it is refused and nothing starts.
+    let old = central.device_config_issue(release, 1, 1, &dir.join("issue-1/device.toml"));
+    configured_disk(&release.image, &old, &disk);
+    let line = refused_at_boot(
+        release,
+        &disk,
+        &tpm_state,
+        &dir.join("console-rollback.log"),
+        "serial 1 is older than serial 2",
+    );
+    eprintln!("refused as expected (an older issue put back): {line}");
 }
 
 #[test]

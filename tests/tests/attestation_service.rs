@@ -1239,6 +1239,7 @@ fn the_appliance_attests_and_streams_as_one_supervised_process() {
     let pem = |path: PathBuf| std::fs::read_to_string(path).expect("PEM");
     let device_toml = dir.join("device.toml");
     let draft = edgeward_config::draft::Draft {
+        serial: 1,
         identity: "bay-50".into(),
         location: "sub1".into(),
         sntp: vec!["127.0.0.1:123".into()],

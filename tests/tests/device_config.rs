@@ -27,6 +27,7 @@ fn said(output: &Output) -> String {
 fn configuration(dir: &Path) -> String {
     let ca = std::fs::read_to_string(root_ca(dir, "platform", "/CN=Platform CA")).expect("CA");
     edgeward_config::draft::Draft {
+        serial: 1,
         identity: "bay-1".into(),
         location: "substation-1".into(),
         sntp: vec!["10.0.2.2:1123".into()],
@@ -62,6 +63,7 @@ fn only_a_configuration_the_operator_signed_is_accepted() {
     assert!(signed.trim().ends_with("device.toml.sig"), "{signed}");
     let summary = run_edgeward(&["config", "check", &path, "--keys", &keys_arg]);
     assert!(summary.contains("identity   bay-1"), "{summary}");
+    assert!(summary.contains("serial     1 "), "{summary}");
     assert!(
         summary.contains("verifier   https://10.0.2.2:8443/"),
         "{summary}"

@@ -20,7 +20,8 @@ use anyhow::Result;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::appliance::{load_signed_config, Appliance, DataDirs};
+use crate::appliance::{admit_serial, load_signed_config, Appliance, DataDirs};
+use crate::tpm::Tpm;
 
 /// Where on the ESP the device configuration and its signature are (`edgeward image
 /// configure` puts them there).
@@ -48,7 +49,8 @@ fn console(line: &str) {
 }
 
 /// Runs the appliance as PID 1 (after [`crate`]'s caller has mounted the kernel file systems
-/// and loaded the modules).
+/// and loaded the modules). A configuration older than one this appliance has run (its
+/// serial below the TPM's configuration counter) is refused like an unsigned one.
 pub fn run() -> Result<Ended> {
     let esp = disk::mount_esp()?;
     let config_file = esp.join(CONFIG_ON_ESP);
@@ -68,8 +70,19 @@ pub fn run() -> Result<Ended> {
             return Ok(Ended::Refused(reason));
         }
     };
+    // The one TPM owner, from here to power-off: first it judges the configuration's serial.
+    let tpm = Tpm::open(TCTI)?;
+    let admitted = match admit_serial(&tpm, config.serial) {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            let reason = format!("the device configuration is refused: {error:#}");
+            console(&format!("EDGEWARD-REFUSED {reason}"));
+            disk::unmount_all();
+            return Ok(Ended::Refused(reason));
+        }
+    };
     console(&format!(
-        "EDGEWARD-CONFIG identity={} location={}",
+        "EDGEWARD-CONFIG identity={} location={} {admitted}",
         config.identity, config.location
     ));
     let data = disk::mount_data()?;
@@ -102,7 +115,7 @@ pub fn run() -> Result<Ended> {
         });
         let mut early_stop = stop.clone();
         let ready = async {
-            let up = network::bring_up(&config.network).await?;
+            let (up, keeper) = network::bring_up(&config.network).await?;
             console(&format!(
                 "EDGEWARD-NETWORK interface={} address={}/{} gateway={}",
                 up.interface,
@@ -110,17 +123,31 @@ pub fn run() -> Result<Ended> {
                 up.prefix,
                 up.gateway.map(|gateway| gateway.to_string()).unwrap_or_else(|| "none".into())
             ));
-            let clock = clock::synchronise(&config.sntp).await?;
+            // The lease is kept while the clock is set too (an SNTP server may take its time).
+            let (_held, holding) = watch::channel(false);
+            let keeping = async {
+                match &keeper {
+                    Some(keeper) => keeper.keep(holding, |_| {}).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let clock = tokio::select! {
+                clock = clock::synchronise(&config.sntp) => clock?,
+                kept = keeping => {
+                    kept?;
+                    anyhow::bail!("the DHCP lease ended before the clock was set")
+                }
+            };
             console(&format!(
                 "EDGEWARD-CLOCK server={} offset_us={} stratum={}",
                 clock.server, clock.offset_us, clock.stratum
             ));
-            anyhow::Ok(())
+            anyhow::Ok(keeper)
         };
-        tokio::select! {
+        let network = tokio::select! {
             ready = ready => ready?,
             _ = early_stop.changed() => return anyhow::Ok(()),
-        }
+        };
         // What the appliance costs, on the console for whoever watches it (and the benchmarks).
         tokio::spawn(async {
             let mut every = tokio::time::interval(RESOURCE_REPORT);
@@ -133,8 +160,9 @@ pub fn run() -> Result<Ended> {
         let appliance = Appliance {
             config,
             data: DataDirs::new(&data),
-            tcti: TCTI.to_owned(),
+            tpm,
             event_log: PathBuf::from(crate::attest_role::EVENT_LOG),
+            network,
         };
         appliance.run(stop).await
     });

@@ -1,18 +1,24 @@
 //! The appliance's network: the interface up, then an address by DHCP (on QEMU's user network,
 //! or a substation's DHCP server) or the static one of the configuration, the default route and
 //! `/etc/resolv.conf`. Links, addresses and routes are set over rtnetlink; DHCP speaks UDP on
-//! ports 68/67, bound to the interface.
+//! ports 68/67, bound to the interface. A DHCP lease is kept for the whole run ([`LeaseKeeper`],
+//! the appliance's `network` role): renewed at T1, rebound at T2, and when it is lost the
+//! address goes (the kernel drops it at the end of its lifetime too) until a server gives one.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgeward_config::device::Network;
 use futures_util::stream::TryStreamExt as _;
+use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
+use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{
     RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
 };
-use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{AddressMessageBuilder, LinkUnspec, RouteMessageBuilder};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use edgeward_dhcp::{DhcpClient, Lease, Step};
@@ -45,38 +51,31 @@ fn interface(configured: &Option<String>) -> Result<String> {
         .ok_or_else(|| anyhow!("no network interface (is virtio_net loaded?)"))
 }
 
-fn mac_of(interface: &str) -> Result<[u8; 6]> {
-    let path = format!("/sys/class/net/{interface}/address");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .map(|part| u8::from_str_radix(part, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{path} holds no MAC address"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow!("{path} holds no 6-byte MAC address"))
-}
-
-async fn index_of(handle: &rtnetlink::Handle, interface: &str) -> Result<u32> {
+/// The interface's index and hardware address (if it has an Ethernet one), from the kernel
+/// over netlink.
+async fn link_of(handle: &rtnetlink::Handle, interface: &str) -> Result<(u32, Option<[u8; 6]>)> {
     let mut links = handle
         .link()
         .get()
         .match_name(interface.to_owned())
         .execute();
-    Ok(links
+    let link = links
         .try_next()
         .await
         .with_context(|| format!("cannot find interface {interface}"))?
-        .ok_or_else(|| anyhow!("no interface {interface}"))?
-        .header
-        .index)
+        .ok_or_else(|| anyhow!("no interface {interface}"))?;
+    let mac = link
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            _ => None,
+        });
+    Ok((link.header.index, mac))
 }
 
-/// One DHCP exchange on `interface`: DISCOVER, OFFER, REQUEST, ACK, retried every 2 s for
-/// `patience`.
-async fn lease_on(interface: &str, patience: Duration) -> Result<Lease> {
+/// Port 68 on `interface`, for everything DHCP sends and receives.
+fn dhcp_socket(interface: &str) -> Result<tokio::net::UdpSocket> {
     use nix::sys::socket::{setsockopt, sockopt};
     let socket = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 68)))
         .context("cannot bind UDP port 68 for DHCP")?;
@@ -89,80 +88,76 @@ async fn lease_on(interface: &str, patience: Duration) -> Result<Lease> {
     )
     .with_context(|| format!("cannot bind the DHCP socket to {interface}"))?;
     socket.set_nonblocking(true)?;
-    let socket = tokio::net::UdpSocket::from_std(socket)?;
-    let server = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
-    let mut client = DhcpClient::new(mac_of(interface)?, rand::random());
-    let deadline = tokio::time::Instant::now() + patience;
+    Ok(tokio::net::UdpSocket::from_std(socket)?)
+}
+
+const BROADCAST: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::BROADCAST), 67);
+
+/// One DHCP exchange: DISCOVER, OFFER, REQUEST, ACK, the DISCOVER repeated after 2 s, then
+/// after twice as long each time up to 32 s, until `patience` (if any) runs out.
+async fn acquire(
+    socket: &tokio::net::UdpSocket,
+    client: &mut DhcpClient,
+    interface: &str,
+    patience: Option<Duration>,
+) -> Result<Lease> {
+    let deadline = patience.map(|patience| tokio::time::Instant::now() + patience);
     let mut buffer = [0u8; 1500];
+    let mut wait = Duration::from_secs(2);
     loop {
-        socket.send_to(&client.discover()?, server).await?;
-        let round = tokio::time::Instant::now() + Duration::from_secs(2);
+        socket.send_to(&client.discover()?, BROADCAST).await?;
+        let round = tokio::time::Instant::now() + wait;
         loop {
             let received = tokio::time::timeout_at(round, socket.recv_from(&mut buffer)).await;
             let Ok(received) = received else { break };
             let (length, _) = received?;
-            match client.handle(&buffer[..length])? {
+            match client.handle(&buffer[..length], std::time::Instant::now())? {
                 Step::Send(request) => {
-                    socket.send_to(&request, server).await?;
+                    socket.send_to(&request, BROADCAST).await?;
                 }
                 Step::Bound(lease) => return Ok(lease),
-                Step::Ignore => {}
+                Step::SendTo(..) | Step::Lost(_) | Step::Ignore => {}
             }
         }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "no DHCP server answered on {interface} within {} s",
-                patience.as_secs()
-            );
+        wait = (wait * 2).min(Duration::from_secs(32));
+        if let (Some(patience), Some(deadline)) = (patience, deadline) {
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "no DHCP server answered on {interface} within {} s",
+                    patience.as_secs()
+                );
+            }
         }
     }
 }
 
-/// Brings the network up as `network` says.
-pub async fn bring_up(network: &Network) -> Result<Up> {
-    let (connection, handle, _) =
-        rtnetlink::new_connection().context("cannot open a netlink socket")?;
-    tokio::spawn(connection);
-    // Loopback first: the agent's own services talk over it.
-    let lo = index_of(&handle, "lo").await?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(lo).up().build())
-        .execute()
-        .await
-        .context("cannot bring lo up")?;
-    let configured = match network {
-        Network::Dhcp { interface } | Network::Static { interface, .. } => interface,
-    };
-    let name = interface(configured)?;
-    let index = index_of(&handle, &name).await?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .with_context(|| format!("cannot bring {name} up"))?;
-    let (address, prefix, gateway, dns, lease) = match network {
-        Network::Static {
-            address,
-            prefix,
-            gateway,
-            ..
-        } => (*address, *prefix, *gateway, Vec::new(), None),
-        Network::Dhcp { .. } => {
-            let lease = lease_on(&name, Duration::from_secs(60)).await?;
-            (
-                lease.address,
-                lease.prefix,
-                lease.router,
-                lease.dns.clone(),
-                Some(lease),
-            )
-        }
-    };
-    handle
+/// Gives `index` the address, the route to its network (with quick ACKs) and the default
+/// route. A DHCP address gets the lease's lifetime, so the kernel itself drops it when the
+/// lease runs out unrenewed; a second call for the same address (a renewal) only extends it.
+async fn configure(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    name: &str,
+    address: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    lifetime: Option<Duration>,
+) -> Result<()> {
+    let mut request = handle
         .address()
         .add(index, address.into(), prefix)
+        .replace();
+    if let Some(lifetime) = lifetime {
+        let seconds = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX - 1);
+        let mut info = CacheInfo::default();
+        info.ifa_valid = seconds;
+        info.ifa_preferred = seconds;
+        request
+            .message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(info));
+    }
+    request
         .execute()
         .await
         .with_context(|| format!("cannot give {name} the address {address}/{prefix}"))?;
@@ -190,28 +185,238 @@ pub async fn bring_up(network: &Network) -> Result<Up> {
             .gateway(gateway)
             .output_interface(index)
             .build();
-        if let Err(error) = handle.route().add(quick_acks(route)).execute().await {
+        if let Err(error) = handle
+            .route()
+            .add(quick_acks(route))
+            .replace()
+            .execute()
+            .await
+        {
             warn!(%gateway, %error, "cannot add the default route");
         }
     }
-    if !dns.is_empty() {
-        let text: String = dns
-            .iter()
-            .map(|server| format!("nameserver {server}\n"))
-            .collect();
-        let _ = std::fs::create_dir_all("/etc");
-        if let Err(error) = std::fs::write("/etc/resolv.conf", text) {
-            warn!(%error, "cannot write /etc/resolv.conf");
+    Ok(())
+}
+
+fn write_resolv_conf(dns: &[Ipv4Addr]) {
+    if dns.is_empty() {
+        return;
+    }
+    let text: String = dns
+        .iter()
+        .map(|server| format!("nameserver {server}\n"))
+        .collect();
+    let _ = std::fs::create_dir_all("/etc");
+    if let Err(error) = std::fs::write("/etc/resolv.conf", text) {
+        warn!(%error, "cannot write /etc/resolv.conf");
+    }
+}
+
+/// Keeps a DHCP lease for as long as the appliance runs: renews it at T1, rebinds at T2, and
+/// when it is lost (expired, or refused with a NAK) drops the address and asks again until a
+/// server answers. Clones share one lease, so the supervisor can restart the role without
+/// forgetting it.
+#[derive(Clone)]
+pub struct LeaseKeeper(Arc<tokio::sync::Mutex<Keeper>>);
+
+struct Keeper {
+    handle: rtnetlink::Handle,
+    index: u32,
+    interface: String,
+    socket: tokio::net::UdpSocket,
+    client: DhcpClient,
+}
+
+impl LeaseKeeper {
+    /// The lease held now, if any.
+    pub async fn lease(&self) -> Option<Lease> {
+        self.0.lock().await.client.lease().cloned()
+    }
+
+    /// Runs until `stop` changes; `report` is told each change of the lease in a line. It may
+    /// be cancelled or restarted at any point: it starts by putting the kernel's address back
+    /// in line with the lease held (or asking for one if there is none).
+    pub async fn keep(
+        &self,
+        mut stop: watch::Receiver<bool>,
+        report: impl Fn(String),
+    ) -> Result<()> {
+        let mut keeper = self.0.lock().await;
+        let Keeper {
+            handle,
+            index,
+            interface,
+            socket,
+            client,
+        } = &mut *keeper;
+        let mut buffer = [0u8; 1500];
+        let mut configured = false;
+        loop {
+            let Some(lease) = client.lease().cloned() else {
+                // No lease: lost, or the role restarted while asking for one.
+                let lease = tokio::select! {
+                    lease = acquire(socket, client, interface, None) => lease?,
+                    _ = stop.changed() => return Ok(()),
+                };
+                info!(interface = %interface, address = %lease.address, server = %lease.server, lease_s = lease.lease.as_secs(), "DHCP lease");
+                configured = false;
+                continue;
+            };
+            if !configured {
+                let left = client
+                    .lease_ends()
+                    .map(|ends| ends.saturating_duration_since(std::time::Instant::now()));
+                configure(
+                    handle,
+                    *index,
+                    interface,
+                    lease.address,
+                    lease.prefix,
+                    lease.router,
+                    left,
+                )
+                .await?;
+                write_resolv_conf(&lease.dns);
+                configured = true;
+                report(format!(
+                    "{}/{} from {}, {} s left",
+                    lease.address,
+                    lease.prefix,
+                    lease.server,
+                    left.unwrap_or_default().as_secs()
+                ));
+            }
+            let due = client.deadline();
+            let step = tokio::select! {
+                received = socket.recv_from(&mut buffer) => {
+                    let (length, _) = received.context("receiving DHCP")?;
+                    client.handle(&buffer[..length], std::time::Instant::now())?
+                }
+                () = sleep_until(due) => client.timeout(std::time::Instant::now())?,
+                _ = stop.changed() => return Ok(()),
+            };
+            match step {
+                Step::Send(request) => {
+                    info!(interface = %interface, "asking any DHCP server to extend the lease");
+                    socket.send_to(&request, BROADCAST).await?;
+                }
+                Step::SendTo(request, server) => {
+                    info!(interface = %interface, %server, "asking the DHCP server to renew the lease");
+                    socket
+                        .send_to(&request, SocketAddr::from((server, 67)))
+                        .await?;
+                }
+                Step::Bound(lease) => {
+                    info!(interface = %interface, address = %lease.address, server = %lease.server, lease_s = lease.lease.as_secs(), "DHCP lease renewed");
+                    configured = false;
+                }
+                Step::Lost(lease) => {
+                    warn!(interface = %interface, address = %lease.address, "the DHCP lease is lost; the address is dropped and a new one asked for");
+                    report(format!("{} lost; asking for an address", lease.address));
+                    let message = AddressMessageBuilder::<Ipv4Addr>::new()
+                        .index(*index)
+                        .address(lease.address, lease.prefix)
+                        .build();
+                    // The kernel may have dropped it already at the end of its lifetime.
+                    if let Err(error) = handle.address().del(message).execute().await {
+                        info!(%error, "the address was already gone");
+                    }
+                }
+                Step::Ignore => {}
+            }
         }
     }
-    info!(interface = %name, %address, prefix, gateway = ?gateway, "network up");
-    Ok(Up {
-        interface: name,
-        address,
-        prefix,
-        gateway,
-        lease,
-    })
+}
+
+/// Sleeps until `at`, or for ever without a deadline.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Brings the network up as `network` says; with DHCP, also the [`LeaseKeeper`] that must run
+/// for the address to stay.
+pub async fn bring_up(network: &Network) -> Result<(Up, Option<LeaseKeeper>)> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("cannot open a netlink socket")?;
+    tokio::spawn(connection);
+    // Loopback first: the agent's own services talk over it.
+    let (lo, _) = link_of(&handle, "lo").await?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(lo).up().build())
+        .execute()
+        .await
+        .context("cannot bring lo up")?;
+    let configured = match network {
+        Network::Dhcp { interface } | Network::Static { interface, .. } => interface,
+    };
+    let name = interface(configured)?;
+    let (index, mac) = link_of(&handle, &name).await?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .with_context(|| format!("cannot bring {name} up"))?;
+    let up = match network {
+        Network::Static {
+            address,
+            prefix,
+            gateway,
+            ..
+        } => {
+            configure(&handle, index, &name, *address, *prefix, *gateway, None).await?;
+            (
+                Up {
+                    interface: name.clone(),
+                    address: *address,
+                    prefix: *prefix,
+                    gateway: *gateway,
+                    lease: None,
+                },
+                None,
+            )
+        }
+        Network::Dhcp { .. } => {
+            let mac = mac.ok_or_else(|| {
+                anyhow!("interface {name} has no Ethernet address to ask DHCP with")
+            })?;
+            let socket = dhcp_socket(&name)?;
+            let mut client = DhcpClient::new(mac, rand::random());
+            let lease = acquire(&socket, &mut client, &name, Some(Duration::from_secs(60))).await?;
+            configure(
+                &handle,
+                index,
+                &name,
+                lease.address,
+                lease.prefix,
+                lease.router,
+                Some(lease.lease),
+            )
+            .await?;
+            write_resolv_conf(&lease.dns);
+            let up = Up {
+                interface: name.clone(),
+                address: lease.address,
+                prefix: lease.prefix,
+                gateway: lease.router,
+                lease: Some(lease),
+            };
+            let keeper = LeaseKeeper(Arc::new(tokio::sync::Mutex::new(Keeper {
+                handle: handle.clone(),
+                index,
+                interface: name.clone(),
+                socket,
+                client,
+            })));
+            (up, Some(keeper))
+        }
+    };
+    info!(interface = %name, address = %up.0.address, prefix = up.0.prefix, gateway = ?up.0.gateway, "network up");
+    Ok(up)
 }
 
 /// `route` with RTAX_QUICKACK: TCP on it acknowledges every segment at once instead of
