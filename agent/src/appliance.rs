@@ -215,8 +215,16 @@ async fn supervise<F, Fut>(
 }
 
 impl Appliance {
-    /// Runs every role until `stop` changes, then stops them and returns.
+    /// Runs every role until `stop` changes, then stops them, closes the TPM and returns (the
+    /// TPM is closed on every way out: see [`Tpm::close`]).
     pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
+        let tpm = self.tpm.clone();
+        let outcome = self.run_roles(stop).await;
+        let closed = tpm.close();
+        outcome.and(closed)
+    }
+
+    async fn run_roles(self, stop: watch::Receiver<bool>) -> Result<()> {
         let config = Arc::new(self.config);
         for dir in [self.data.state(), self.data.pki(), self.data.buffer()] {
             std::fs::create_dir_all(&dir)
@@ -318,7 +326,6 @@ impl Appliance {
             }
         }
         buffer.flush()?;
-        tpm.close()?;
         info!("appliance stopped; the buffer is on disk");
         Ok(())
     }

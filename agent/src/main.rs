@@ -325,8 +325,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let config = edgeward_agent::appliance::load_signed_config(&config, &config_key)?;
             let tpm = tpm::Tpm::open(&tcti)?;
-            let admitted = edgeward_agent::appliance::admit_serial(&tpm, config.serial)
-                .context("the device configuration is refused")?;
+            let admitted = match edgeward_agent::appliance::admit_serial(&tpm, config.serial) {
+                Ok(admitted) => admitted,
+                Err(error) => {
+                    tpm.close()?;
+                    return Err(error.context("the device configuration is refused"));
+                }
+            };
             tracing::info!(%admitted, "device configuration admitted");
             let appliance = edgeward_agent::appliance::Appliance {
                 config,

@@ -5,7 +5,8 @@
 //! the TLS handshakes send signatures. Nothing else in the agent opens the TPM.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context as _, Result};
 use edgeward_attestation::tpm::{self, DeviceKey, KeyBlob};
@@ -20,10 +21,19 @@ pub struct TpmState {
 
 type Job = Box<dyn FnOnce(&mut TpmState) + Send>;
 
-/// A handle on the TPM thread. Cheap to clone; the thread ends when every handle is gone.
+/// What the TPM thread is sent: a job, or the order to finish.
+enum Message {
+    Run(Job),
+    /// Flush the device key, finalize the TSS context (which unloads the TCTI library) and end.
+    Close,
+}
+
+/// A handle on the TPM thread. Cheap to clone; the thread ends on [`Tpm::close`] or when every
+/// handle is gone.
 #[derive(Clone, Debug)]
 pub struct Tpm {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Tpm {
@@ -40,23 +50,31 @@ impl Tpm {
             );
         }
         tracing::debug!(open_ms = started.elapsed().as_millis() as u64, %tcti, "TPM opened");
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let (jobs, receiver) = mpsc::channel::<Message>();
+        let thread = std::thread::Builder::new()
             .name("tpm".into())
             .spawn(move || {
                 let mut state = TpmState {
                     context,
                     device_key: None,
                 };
-                for job in receiver {
-                    job(&mut state);
+                for message in receiver {
+                    match message {
+                        Message::Run(job) => job(&mut state),
+                        Message::Close => break,
+                    }
                 }
                 if let Some(key) = state.device_key.take() {
                     key.flush(&mut state.context);
                 }
+                drop(state);
+                tracing::info!("TPM closed");
             })
             .context("cannot start the TPM thread")?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
     }
 
     /// Runs `job` on the TPM thread and waits for its result (blocking the calling thread for
@@ -67,9 +85,9 @@ impl Tpm {
     ) -> Result<T> {
         let (reply, answer) = mpsc::channel();
         self.jobs
-            .send(Box::new(move |state| {
+            .send(Message::Run(Box::new(move |state| {
                 let _ = reply.send(job(state));
-            }))
+            })))
             .map_err(|_| anyhow!("the TPM thread has stopped"))?;
         answer
             .recv()
@@ -83,9 +101,9 @@ impl Tpm {
     ) -> Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |state| {
+            .send(Message::Run(Box::new(move |state| {
                 let _ = reply.send(job(state));
-            }))
+            })))
             .map_err(|_| anyhow!("the TPM thread has stopped"))?;
         answer
             .await
@@ -124,16 +142,27 @@ impl Tpm {
         })?
     }
 
-    /// Flushes the device key the thread holds. Call it before the process ends: a TPM reached
-    /// without a resource manager (swtpm, /dev/tpm0) keeps a loaded key after its process exits,
-    /// in one of its three object slots, and the thread's own flush when the last handle goes
-    /// does not run if `main` returns first.
+    /// Flushes the device key, closes the TPM and waits until the thread has ended; every call
+    /// after it fails. Call it before the process ends: a TPM reached without a resource manager
+    /// (swtpm, /dev/tpm0) keeps a loaded key after its process exits, in one of its three object
+    /// slots. And the TSS context must be finalized before `main` returns: finalizing unloads the
+    /// TCTI library and frees libtss2's state, and doing that on this thread while `exit` tears
+    /// down the C libraries on the main one corrupted the heap (an agent aborted in
+    /// `malloc_consolidate` on SIGTERM, once, in CI).
     pub fn close(&self) -> Result<()> {
-        self.call_blocking(|state| {
-            if let Some(key) = state.device_key.take() {
-                key.flush(&mut state.context);
-            }
-        })
+        // Already closed: nothing is left to flush or finalize.
+        let _ = self.jobs.send(Message::Close);
+        let thread = self
+            .thread
+            .lock()
+            .map_err(|_| anyhow!("the TPM thread's handle is poisoned"))?
+            .take();
+        match thread {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow!("the TPM thread panicked while closing")),
+            None => Ok(()),
+        }
     }
 
     /// A signer over the device key this thread holds.

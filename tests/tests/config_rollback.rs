@@ -61,6 +61,11 @@ fn an_older_configuration_is_refused_and_undefining_the_counter_does_not_wind_it
         let advanced = admit_serial(&tpm, 3).expect("serial 3");
         assert!(advanced.contains("advanced from 1"), "{advanced}");
         tpm.close().expect("closes");
+        // Closed means closed: the TSS context is gone (so swtpm takes the next client at once)
+        // and a late caller is told so, not served.
+        let late = refusal(&tpm, 3);
+        assert!(late.contains("the TPM thread has stopped"), "{late}");
+        tpm.close().expect("a second close is nothing");
     }
     assert_eq!(counter_by_tools(&swtpm), 3, "tpm2_nvread sees serial 3");
 

@@ -77,6 +77,7 @@ pub fn run() -> Result<Ended> {
         Err(error) => {
             let reason = format!("the device configuration is refused: {error:#}");
             console(&format!("EDGEWARD-REFUSED {reason}"));
+            let _ = tpm.close();
             disk::unmount_all();
             return Ok(Ended::Refused(reason));
         }
@@ -86,6 +87,7 @@ pub fn run() -> Result<Ended> {
         config.identity, config.location
     ));
     let data = disk::mount_data()?;
+    let owner = tpm.clone();
     let runtime = crate::runtime()?;
     let outcome = runtime.block_on(async move {
         let (stopping, stop) = watch::channel(false);
@@ -168,8 +170,12 @@ pub fn run() -> Result<Ended> {
     });
     // Whatever happened, what is on the data partition is written out before power goes.
     drop(runtime);
+    // Closed by the appliance when it ran; here on the ways out before it (a second close is
+    // nothing).
+    let closed = owner.close();
     disk::unmount_all();
     outcome?;
+    closed?;
     console(&format!(
         "EDGEWARD-STOPPED the buffer is on disk; {}",
         resource_use()
