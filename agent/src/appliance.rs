@@ -134,10 +134,13 @@ pub fn admit_serial(tpm: &Tpm, serial: u64) -> Result<String> {
                 }
                 if reached != serial {
                     anyhow::bail!(
-                        "the TPM's configuration counter went from {counter} to {reached}, not to                          the configuration's serial {serial}"
+                        "the TPM's configuration counter went from {counter} to {reached}, not to \
+                         the configuration's serial {serial}"
                     );
                 }
-                Ok(format!("serial={serial} (the TPM counter advanced from {counter})"))
+                Ok(format!(
+                    "serial={serial} (the TPM counter advanced from {counter})"
+                ))
             }
         }
     })?
