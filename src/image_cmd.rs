@@ -35,7 +35,8 @@ pub enum ImageCommand {
         /// Where downloaded packages are kept (default: ~/.cache/edgeward).
         #[arg(long)]
         cache: Option<PathBuf>,
-        /// The kernel command line baked into the UKI.
+        /// The kernel command line baked into the UKI; with the appliance kernel the build appends
+        /// the parameters that boot its verity root (decision 0035).
         #[arg(long)]
         cmdline: Option<String>,
         /// The image version recorded in os-release and the manifest.

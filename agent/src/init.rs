@@ -1,6 +1,7 @@
-//! Bring-up when the agent is the initramfs's `/init` (PID 1): mount the kernel filesystems,
-//! load the kernel modules the image ships, read what the firmware measured (the SHA-256 PCRs
-//! and the event log) and report it on the console.
+//! Bring-up when the agent is `/init` (PID 1) of the image's verity root, or of its initramfs
+//! with Debian's kernel: mount the kernel filesystems, load the kernel modules the image ships,
+//! read what the firmware measured (the SHA-256 PCRs and the event log) and report it on the
+//! console.
 //!
 //! The console lines are a contract with the image tests and with an operator watching the
 //! serial port: `EDGEWARD-PCRS {json}`, `EDGEWARD-EVENTLOG <hex>`, then `EDGEWARD-READY`.
@@ -22,22 +23,33 @@ const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 const IMA_LIST: &str = "/sys/kernel/security/ima/binary_runtime_measurements";
 
 fn mount_filesystems() -> Result<()> {
-    let mounts: [(&str, &str, &str); 4] = [
+    // The root file system is read-only: what the agent writes outside the data partition
+    // (resolv.conf through /etc's link, mount points under /run) goes to memory.
+    let mounts: [(&str, &str, &str); 6] = [
         ("proc", "/proc", "proc"),
         ("sysfs", "/sys", "sysfs"),
         ("devtmpfs", "/dev", "devtmpfs"),
         ("securityfs", "/sys/kernel/security", "securityfs"),
+        ("tmpfs", "/run", "tmpfs"),
+        ("tmpfs", "/tmp", "tmpfs"),
     ];
     for (source, target, fstype) in mounts {
         std::fs::create_dir_all(target).with_context(|| format!("cannot create {target}"))?;
-        mount(
+        match mount(
             Some(source),
             target,
             Some(fstype),
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             None::<&str>,
-        )
-        .with_context(|| format!("cannot mount {fstype} on {target}"))?;
+        ) {
+            Ok(()) => {}
+            // The kernel mounts devtmpfs on the root's /dev itself (CONFIG_DEVTMPFS_MOUNT) when
+            // it boots from a root partition rather than an initramfs.
+            Err(nix::errno::Errno::EBUSY) if fstype == "devtmpfs" => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot mount {fstype} on {target}"))
+            }
+        }
     }
     Ok(())
 }
@@ -150,16 +162,6 @@ pub fn run() -> Result<()> {
     }
     console.flush()?;
     Ok(())
-}
-
-/// Logs to the serial console from here on: the appliance's log is what an operator at the
-/// serial port reads.
-pub fn console_logging() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stdout)
-        .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,tss_esapi=warn"))
-        .init();
 }
 
 /// Ends PID 1 without a kernel panic.

@@ -14,6 +14,7 @@ pub mod buffer;
 pub mod config;
 pub mod credentials;
 pub mod forwarder;
+pub mod logging;
 pub mod mtls;
 pub mod pipeline;
 pub mod tpm;

@@ -175,11 +175,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    // As the initramfs's /init the agent brings the system up and reports what was measured.
+    // As the image's /init the agent brings the system up and reports what was measured.
     if std::process::id() == 1 {
         match init::run() {
             Ok(()) => {
-                init::console_logging();
+                edgeward_agent::logging::to_console();
                 match edgeward_agent::bringup::run() {
                     Ok(ended) => tracing::info!(?ended, "powering off"),
                     Err(error) => println!("EDGEWARD-FAILED {error:#}"),
@@ -189,15 +189,7 @@ fn main() -> std::process::ExitCode {
         }
         init::power_off();
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDGEWARD_LOG")
-                // tss-esapi logs every context it opens and closes at info.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tss_esapi=warn")),
-        )
-        .init();
+    edgeward_agent::logging::to_stderr();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

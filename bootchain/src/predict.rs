@@ -222,23 +222,30 @@ pub fn mangle_cmdline(cmdline: &str) -> String {
     spaced.trim_end_matches(' ').to_owned()
 }
 
-/// PCR 9 (docs/boot-chain.md, "PCR 9"): the UTF-16LE command line with its NUL, then the initrd.
-pub fn pcr9_events(cmdline: &str, initrd: &[u8]) -> Vec<ExpectedEvent> {
+/// PCR 9 (docs/boot-chain.md, "PCR 9"): the UTF-16LE command line with its NUL, then the initrd
+/// when the UKI carries one (the appliance kernel's image has none: its root is a verity
+/// partition, decision 0035; the kernel's EFI stub measures an initrd only when it loads one).
+pub fn pcr9_events(cmdline: &str, initrd: Option<&[u8]>) -> Vec<ExpectedEvent> {
     let mangled = mangle_cmdline(cmdline);
     let mut utf16: Vec<u8> = mangled.encode_utf16().flat_map(u16::to_le_bytes).collect();
     utf16.extend_from_slice(&[0, 0]);
-    vec![
-        ExpectedEvent::new(
+    let mut events = vec![ExpectedEvent::new(
+        EventType::EVENT_TAG,
+        sha256(&utf16),
+        format!("kernel command line {mangled:?}"),
+    )];
+    if let Some(initrd) = initrd {
+        events.push(ExpectedEvent::new(
             EventType::EVENT_TAG,
-            sha256(&utf16),
-            format!("kernel command line {mangled:?}"),
-        ),
-        ExpectedEvent::new(EventType::EVENT_TAG, sha256(initrd), "the initrd"),
-    ]
+            sha256(initrd),
+            "the initrd",
+        ));
+    }
+    events
 }
 
 /// PCR 9's value.
-pub fn pcr9(cmdline: &str, initrd: &[u8]) -> [u8; 32] {
+pub fn pcr9(cmdline: &str, initrd: Option<&[u8]>) -> [u8; 32] {
     fold(&pcr9_events(cmdline, initrd)).unwrap_or_default()
 }
 
@@ -293,7 +300,8 @@ pub fn predict_events(
     let cmdline = std::str::from_utf8(cmdline).map_err(|_| PredictError::CmdlineNotUtf8)?;
     let initrd = uki
         .section(".initrd")
-        .ok_or(PredictError::MissingSection(".initrd"))??;
+        .transpose()?
+        .filter(|initrd| !initrd.is_empty());
     let mut pcrs = BTreeMap::new();
     pcrs.insert(4, pcr4_events(signed_uki)?);
     pcrs.insert(7, pcr7_events(keys));

@@ -132,7 +132,9 @@ impl BuildOptions {
             },
             stub: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub".into(),
             ovmf_vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
-            cmdline: "console=ttyS0 quiet loglevel=3 panic=-1".into(),
+            // loglevel=4: the kernel's errors reach the console (an operator's only log before
+            // the network is up; dm-verity names a corrupted root block there), nothing less.
+            cmdline: "console=ttyS0 quiet loglevel=4 panic=-1".into(),
             image_version: "0.1.0".into(),
             modules: Vec::new(),
             runtime_libraries: vec!["libtss2-tcti-device.so.0".into()],
@@ -309,16 +311,21 @@ fn module_order(
     Ok(order)
 }
 
-fn initramfs(
+/// The root file tree: the agent as `/init`, the libraries it links and opens, the kernel
+/// modules it loads (Debian's kernel only), the configuration key, the mount points; and the
+/// number of modules.
+fn root_archive(
     options: &BuildOptions,
     kernel: &Kernel,
     work: &Path,
     config_key: &str,
-) -> Result<(Vec<u8>, usize), BuildError> {
+) -> Result<(Archive, usize), BuildError> {
     let mut archive = Archive::new();
-    for dir in ["dev", "proc", "sys", "run", "tmp"] {
+    for dir in ["dev", "proc", "sys", "run", "tmp", "var/lib/edgeward"] {
         archive.directory(dir);
     }
+    // The root may be read-only: the agent writes resolv.conf into the tmpfs on /run.
+    archive.symlink("etc/resolv.conf", "/run/resolv.conf");
     // Symbols and debug information serve no one on the device and double the UKI.
     let stripped = work.join("init");
     run(
@@ -372,21 +379,26 @@ fn initramfs(
         list.push('\n');
     }
     archive.file("etc/edgeward/modules", list.into_bytes(), false);
-    // The trust anchor for device configurations: measured with the initrd (PCR 9 and 11), so
-    // an appliance obeys only configurations its operator signed.
+    // The trust anchor for device configurations, part of what the boot measures (the verity
+    // root's hash on the command line, or the initrd: PCRs 4, 9 and 11), so an appliance obeys
+    // only configurations its operator signed.
     archive.file(
         CONFIG_KEY_PATH,
         format!("{config_key}\n").into_bytes(),
         false,
     );
+    Ok((archive, order.len()))
+}
+
+/// The tree as a gzip-compressed initramfs.
+fn initramfs(archive: &Archive) -> Result<Vec<u8>, BuildError> {
     let cpio = archive.to_bytes();
     let mut encoder = GzBuilder::new().write(Vec::new(), Compression::best());
     io(
         "cannot compress the initramfs",
         std::io::Write::write_all(&mut encoder, &cpio),
     )?;
-    let compressed = io("cannot compress the initramfs", encoder.finish())?;
-    Ok((compressed, order.len()))
+    Ok(io("cannot compress the initramfs", encoder.finish())?)
 }
 
 /// Gives objcopy's output the stub's own COFF timestamp and a zero checksum: objcopy stamps the
@@ -446,7 +458,7 @@ fn uki(
     options: &BuildOptions,
     work: &Path,
     vmlinuz: &Path,
-    initrd: &Path,
+    initrd: Option<&Path>,
     osrel: &Path,
     cmdline: &Path,
 ) -> Result<Vec<u8>, BuildError> {
@@ -457,24 +469,24 @@ fn uki(
     let unsigned = options.out.join("uki.unsigned.efi");
     let _ = std::fs::remove_file(&unsigned);
     let section = |name: &str, path: &Path| format!("{name}={}", path.display());
-    run(
-        Command::new("objcopy")
-            .arg("--add-section")
-            .arg(section(".osrel", osrel))
-            .args(["--change-section-vma", ".osrel=0x20000"])
-            .arg("--add-section")
-            .arg(section(".cmdline", cmdline))
-            .args(["--change-section-vma", ".cmdline=0x30000"])
-            .arg("--add-section")
-            .arg(section(".linux", vmlinuz))
-            .args(["--change-section-vma", ".linux=0x2000000"])
+    let mut objcopy = Command::new("objcopy");
+    objcopy
+        .arg("--add-section")
+        .arg(section(".osrel", osrel))
+        .args(["--change-section-vma", ".osrel=0x20000"])
+        .arg("--add-section")
+        .arg(section(".cmdline", cmdline))
+        .args(["--change-section-vma", ".cmdline=0x30000"])
+        .arg("--add-section")
+        .arg(section(".linux", vmlinuz))
+        .args(["--change-section-vma", ".linux=0x2000000"]);
+    if let Some(initrd) = initrd {
+        objcopy
             .arg("--add-section")
             .arg(section(".initrd", initrd))
-            .args(["--change-section-vma", ".initrd=0x3000000"])
-            .arg(&stub)
-            .arg(&unsigned),
-        "binutils",
-    )?;
+            .args(["--change-section-vma", ".initrd=0x3000000"]);
+    }
+    run(objcopy.arg(&stub).arg(&unsigned), "binutils")?;
     let mut image = read(&unsigned)?;
     normalize_pe_header(&mut image, &stub_bytes)?;
     write(&unsigned, &image)?;
@@ -505,6 +517,7 @@ fn disk(
     work: &Path,
     signed_uki: &Path,
     uki_len: u64,
+    root: Option<&Path>,
 ) -> Result<(), BuildError> {
     let esp_mib = ((uki_len * 5 / 4) / MIB + 8).max(40);
     let esp = work.join("esp.img");
@@ -543,18 +556,36 @@ fn disk(
         "mtools",
     )?;
     let data_mib = options.data_mib;
-    let total = (1 + esp_mib + data_mib + 1) * MIB;
+    let root_mib = match root {
+        Some(root) => {
+            let len = io("cannot read the root partition", std::fs::metadata(root))?.len();
+            len.div_ceil(MIB)
+        }
+        None => 0,
+    };
+    let total = (1 + esp_mib + root_mib + data_mib + 1) * MIB;
     let disk = options.out.join("disk.img");
     let file = io("cannot create disk.img", std::fs::File::create(&disk))?;
     io("cannot size disk.img", file.set_len(total))?;
     drop(file);
     // Fixed GUIDs: the GPT is measured into PCR 5 and the disk should not differ between builds.
+    let root_start = 2048 + esp_mib * MIB / 512;
+    let root_line = if root.is_some() {
+        format!(
+            "start={root_start}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid={}, name=\"edgeward-root\"\n",
+            root_mib * MIB / 512,
+            crate::rootfs::ROOT_PARTUUID.to_ascii_uppercase(),
+        )
+    } else {
+        String::new()
+    };
     let script = format!(
         "label: gpt\nlabel-id: 6D0F2C1E-0B3A-4E5B-9A77-45DC0E1D2A01\nunit: sectors\nfirst-lba: 2048\n\
          start=2048, size={esp}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=6D0F2C1E-0B3A-4E5B-9A77-45DC0E1D2A02, name=\"esp\"\n\
+         {root_line}\
          start={data_start}, size={data}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6D0F2C1E-0B3A-4E5B-9A77-45DC0E1D2A03, name=\"edgeward-data\"\n",
         esp = esp_mib * MIB / 512,
-        data_start = 2048 + esp_mib * MIB / 512,
+        data_start = root_start + root_mib * MIB / 512,
         data = data_mib * MIB / 512,
     );
     let mut child = io(
@@ -582,8 +613,16 @@ fn disk(
         }));
     }
     place(&disk, MIB, &esp, "the ESP")?;
+    if let Some(root) = root {
+        place(&disk, (1 + esp_mib) * MIB, root, "the root partition")?;
+    }
     let data = data_partition(work, data_mib)?;
-    place(&disk, (1 + esp_mib) * MIB, &data, "the data partition")?;
+    place(
+        &disk,
+        (1 + esp_mib + root_mib) * MIB,
+        &data,
+        "the data partition",
+    )?;
     Ok(())
 }
 
@@ -708,11 +747,6 @@ pub fn build(
         kernel.package, kernel.version, kernel.release
     ));
 
-    progress(if options.modules.is_empty() {
-        "initramfs: agent as /init, its libraries, the configuration key (no kernel modules)"
-    } else {
-        "initramfs: agent as /init, its libraries, kernel modules, the configuration key"
-    });
     let config_key = {
         use ring::signature::KeyPair as _;
         hex::encode(keys.config_key()?.public_key().as_ref())
@@ -721,15 +755,39 @@ pub fn build(
         &options.out.join("config.pub.raw"),
         format!("{config_key}\n").as_bytes(),
     )?;
-    let (initrd_bytes, module_count) = initramfs(options, &kernel, &work, &config_key)?;
-    let initrd = work.join("initrd.cpio.gz");
-    write(&initrd, &initrd_bytes)?;
-    progress(&format!(
-        "initramfs: {} bytes, {module_count} modules",
-        initrd_bytes.len()
-    ));
+    let (archive, module_count) = root_archive(options, &kernel, &work, &config_key)?;
+    // A kernel with everything built in makes the root's verity device itself; one that loads
+    // its drivers as modules (Debian's) needs them from an initramfs, so the root goes there.
+    let (initrd, root) = if kernel.modules_root.is_none() {
+        progress("root: agent as /init, its libraries, the configuration key: erofs + dm-verity");
+        let root = crate::rootfs::build(&archive, &work)?;
+        progress(&format!(
+            "root: {} data blocks, root hash {}",
+            root.tree.data_blocks(),
+            root.tree.root()
+        ));
+        (None, Some(root))
+    } else {
+        progress("initramfs: agent as /init, its libraries, kernel modules, the configuration key");
+        let bytes = initramfs(&archive)?;
+        let path = work.join("initrd.cpio.gz");
+        write(&path, &bytes)?;
+        progress(&format!(
+            "initramfs: {} bytes, {module_count} modules",
+            bytes.len()
+        ));
+        (Some((path, bytes)), None)
+    };
+    let cmdline_text = match &root {
+        Some(root) => format!("{} {}", options.cmdline, root.kernel_parameters()),
+        None => options.cmdline.clone(),
+    };
 
-    progress("uki: stub + .osrel .cmdline .linux .initrd, signed with db");
+    progress(if initrd.is_some() {
+        "uki: stub + .osrel .cmdline .linux .initrd, signed with db"
+    } else {
+        "uki: stub + .osrel .cmdline .linux, signed with db"
+    });
     let osrel = work.join("os-release");
     write(
         &osrel,
@@ -740,16 +798,28 @@ pub fn build(
         .as_bytes(),
     )?;
     let cmdline = work.join("cmdline");
-    write(&cmdline, options.cmdline.as_bytes())?;
-    let signed = uki(options, &work, &vmlinuz, &initrd, &osrel, &cmdline)?;
+    write(&cmdline, cmdline_text.as_bytes())?;
+    let signed = uki(
+        options,
+        &work,
+        &vmlinuz,
+        initrd.as_ref().map(|(path, _)| path.as_path()),
+        &osrel,
+        &cmdline,
+    )?;
     progress(&format!("uki: {} bytes", signed.len()));
 
-    progress("disk: GPT with the ESP (EFI/BOOT/BOOTX64.EFI) and a data partition");
+    progress(if root.is_some() {
+        "disk: GPT with the ESP (EFI/BOOT/BOOTX64.EFI), the root and a data partition"
+    } else {
+        "disk: GPT with the ESP (EFI/BOOT/BOOTX64.EFI) and a data partition"
+    });
     disk(
         options,
         &work,
         &options.out.join("uki.efi"),
         signed.len() as u64,
+        root.as_ref().map(|root| root.partition.as_path()),
     )?;
 
     progress("firmware: enrolling PK, KEK and db into an OVMF variable store");
@@ -795,8 +865,13 @@ pub fn build(
     let mut inputs = BTreeMap::new();
     inputs.insert("agent", sha256_hex(&read(&options.agent)?));
     inputs.insert("vmlinuz", sha256_hex(&read(&vmlinuz)?));
-    inputs.insert("initrd", sha256_hex(&initrd_bytes));
-    inputs.insert("cmdline", sha256_hex(options.cmdline.as_bytes()));
+    if let Some((_, bytes)) = &initrd {
+        inputs.insert("initrd", sha256_hex(bytes));
+    }
+    if let Some(root) = &root {
+        inputs.insert("root_erofs", root.erofs_sha256.clone());
+    }
+    inputs.insert("cmdline", sha256_hex(cmdline_text.as_bytes()));
     inputs.insert("os-release", sha256_hex(&read(&osrel)?));
     inputs.insert("stub", sha256_hex(&stub_bytes));
     inputs.insert("ovmf_vars_template", sha256_hex(&read(&options.ovmf_vars)?));
@@ -808,7 +883,14 @@ pub fn build(
         "image_version": options.image_version,
         "kernel": {"package": kernel.package, "version": kernel.version, "release": kernel.release, "config_sha256": kernel.config_sha256},
         "stub": {"package": "systemd-boot-efi", "version": package_version("systemd-boot-efi")},
-        "cmdline": options.cmdline,
+        "cmdline": cmdline_text,
+        "root": root.as_ref().map(|root| json!({
+            "partuuid": crate::rootfs::ROOT_PARTUUID,
+            "filesystem": "erofs",
+            "data_blocks": root.tree.data_blocks(),
+            "verity_root_hash": root.tree.root().to_hex(),
+            "verity_salt": root.tree.salt().to_hex(),
+        })),
         "secure_boot_owner": owner,
         "inputs": inputs,
         "outputs": {"uki.efi": sha256_hex(&signed)},

@@ -1,6 +1,7 @@
-//! A newc ("070701") cpio archive writer for the initramfs: deterministic (entries in the order
-//! given, inode numbers counted from 1, owner root, mtime 0), so the same inputs give the same
-//! bytes and therefore the same PCR 9 and PCR 11.
+//! The appliance's root file tree as a list of entries, and its newc ("070701") cpio archive for
+//! an initramfs: deterministic (entries in the order given, inode numbers counted from 1, owner
+//! root, mtime 0), so the same inputs give the same bytes and therefore the same PCR 9 and PCR
+//! 11. The same list becomes the verity root's erofs image (`rootfs.rs`).
 //!
 //! Written here because the layout is 110 bytes of ASCII hex per entry and the crates that exist
 //! either stream from the filesystem (taking its timestamps and owners) or are unmaintained.
@@ -77,6 +78,11 @@ impl Archive {
                 target: target.to_owned(),
             },
         });
+    }
+
+    /// The entries in the order given, every parent directory before what it holds.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
     }
 
     pub fn contains(&self, path: &str) -> bool {

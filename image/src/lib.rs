@@ -1,10 +1,12 @@
-//! The image build of Edgeward: Secure Boot and signing keys, the initramfs holding the agent,
-//! the signed unified kernel image (UKI), the GPT disk, the OVMF variable store with the keys
-//! enrolled, and the signed reference-value manifest.
+//! The image build of Edgeward: Secure Boot and signing keys, the root holding the agent (an
+//! erofs partition under dm-verity, or with Debian's kernel an initramfs), the signed unified
+//! kernel image (UKI), the GPT disk, the OVMF variable store with the keys enrolled, and the
+//! signed reference-value manifest.
 //!
 //! This crate runs on the operator's build machine, never on the device. It drives a few
 //! standard tools where they are the reference implementation of a format (objcopy, sbsign,
-//! mkfs.vfat and mtools, sfdisk, virt-fw-vars, apt, the kernel's make) and says which one failed and why.
+//! mkfs.vfat and mtools, mkfs.erofs, sfdisk, virt-fw-vars, apt, the kernel's make) and says
+//! which one failed and why.
 #![forbid(unsafe_code)]
 
 pub mod build;
@@ -14,6 +16,7 @@ pub mod elf;
 pub mod kernel;
 pub mod keys;
 pub mod manifest;
+pub mod rootfs;
 mod tool;
 
 pub use tool::{IoError, ToolError};

@@ -375,7 +375,7 @@ fn an_unreleased_image_gets_no_certificate_and_publishes_nothing() {
             &shipped_agent_binary(),
             &[
                 "--cmdline",
-                "console=ttyS0 quiet loglevel=3 panic=-1 edgeward.debug",
+                "console=ttyS0 quiet loglevel=4 panic=-1 edgeward.debug",
             ],
         );
     }

@@ -39,9 +39,15 @@ fn systemd_measure_pcr11(uki: &Path, dir: &Path) -> Option<String> {
         edgeward_tests::required_peer_missing("systemd-measure (Debian systemd 252) is missing");
         return None;
     }
-    let sections = ["linux", "osrel", "cmdline", "initrd"];
+    // The appliance kernel's UKI has no initrd (its root is a verity partition).
+    let bytes = std::fs::read(uki).expect("UKI");
+    let image = edgeward_bootchain::pe::PeImage::parse(&bytes).expect("the UKI parses");
+    let sections: Vec<&str> = ["linux", "osrel", "cmdline", "initrd"]
+        .into_iter()
+        .filter(|name| image.section(&format!(".{name}")).is_some())
+        .collect();
     let mut objcopy = Command::new("objcopy");
-    for section in sections {
+    for section in &sections {
         objcopy
             .arg("--dump-section")
             .arg(format!(".{section}={}", dir.join(section).display()));
@@ -57,7 +63,7 @@ fn systemd_measure_pcr11(uki: &Path, dir: &Path) -> Option<String> {
     );
     let mut measure = Command::new(tool);
     measure.args(["calculate", "--bank=sha256", "--phase=:"]);
-    for section in sections {
+    for section in &sections {
         measure.arg(format!("--{section}={}", dir.join(section).display()));
     }
     let output = measure.output().expect("systemd-measure runs");
@@ -91,6 +97,81 @@ fn boot_with_uki(image: &Path, uki: &Path, dir: &Path, tpm: &Path) -> BootOutcom
         .status()
         .expect("mcopy runs");
     assert!(status.success(), "mcopy could not replace the UKI");
+    qemu::boot(dir, tpm, REFUSAL_TIMEOUT)
+}
+
+/// Boots a copy of `image`'s disk whose root partition has one byte changed in the first block
+/// of `/init`'s data, the first thing the kernel reads from the root after the file system.
+fn boot_with_altered_root(image: &Path, dir: &Path, tpm: &Path) -> BootOutcome {
+    std::fs::create_dir_all(dir).expect("variant directory");
+    for file in ["disk.img", "OVMF_VARS.fd"] {
+        std::fs::copy(image.join(file), dir.join(file)).expect("copy");
+    }
+    let disk = dir.join("disk.img");
+    // The partition by its GPT name, as sfdisk reads the table.
+    let table: serde_json::Value = serde_json::from_slice(
+        &Command::new("sfdisk")
+            .arg("--json")
+            .arg(&disk)
+            .output()
+            .expect("sfdisk runs")
+            .stdout,
+    )
+    .expect("sfdisk's JSON");
+    let start = table["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .find(|partition| partition["name"] == "edgeward-root")
+        .and_then(|partition| partition["start"].as_u64())
+        .expect("a partition named edgeward-root")
+        * 512;
+    // /init's first extent in the erofs image, from dump.erofs.
+    let root_image = dir.join("root.erofs");
+    let status = Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", root_image.display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
+        .arg(format!("skip={start}"))
+        .arg("count=64M")
+        .status()
+        .expect("dd runs");
+    assert!(status.success());
+    let dump = Command::new("dump.erofs")
+        .args(["-e", "--path=/init"])
+        .arg(&root_image)
+        .output()
+        .expect("dump.erofs runs (erofs-utils; scripts/setup)");
+    let text = String::from_utf8_lossy(&dump.stdout);
+    // An extent line: " 0: 0..4096 | 4096 : 1601536..1605632 | 4096"
+    let physical = text
+        .lines()
+        .find_map(|line| {
+            let (_, rest) = line.split_once('|')?;
+            let (_, physical) = rest.split_once(':')?;
+            physical
+                .trim()
+                .split("..")
+                .next()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no extent of /init in dump.erofs's output: {text}"));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk)
+        .expect("disk");
+    use std::io::{Read as _, Seek as _, Write as _};
+    let at = start + physical + 100;
+    let mut byte = [0u8; 1];
+    file.seek(std::io::SeekFrom::Start(at)).expect("seek");
+    file.read_exact(&mut byte).expect("read");
+    byte[0] ^= 0x01;
+    file.seek(std::io::SeekFrom::Start(at)).expect("seek");
+    file.write_all(&byte).expect("write");
+    drop(file);
     qemu::boot(dir, tpm, REFUSAL_TIMEOUT)
 }
 
@@ -317,6 +398,23 @@ fn measured_boot_image_end_to_end() {
     std::fs::write(&altered_path, &altered).expect("write");
     let outcome = boot_with_uki(&image, &altered_path, &variants.join("altered"), &tpm);
     assert_refused(&outcome, "signed UKI with one altered byte");
+
+    // The root partition is read through dm-verity: one byte changed in the agent's first
+    // block (found with erofs-utils' dump.erofs) and the block cannot be read, so the agent
+    // never runs; the kernel names the corrupted block on the console.
+    let outcome = boot_with_altered_root(&image, &variants.join("altered-root"), &tpm);
+    assert!(
+        outcome.ready_after.is_none(),
+        "an altered root partition booted to READY"
+    );
+    assert!(
+        outcome
+            .lines
+            .iter()
+            .any(|line| line.contains("verity") && line.contains("is corrupted")),
+        "expected dm-verity to report the altered block; console: {:#?}",
+        outcome.lines
+    );
 
     // Debian's signed kernel instead (`--kernel debian`), for hardware the appliance kernel
     // has no driver for: its drivers are modules the agent loads, and IMA measures each one

@@ -26,7 +26,7 @@ use crate::tpm::Tpm;
 /// Where on the ESP the device configuration and its signature are (`edgeward image
 /// configure` puts them there).
 pub const CONFIG_ON_ESP: &str = "EFI/edgeward/device.toml";
-/// The image's configuration key (in the measured initramfs).
+/// The image's configuration key (in the measured root).
 pub const CONFIG_KEY: &str = "/etc/edgeward/config.pub.raw";
 /// The TPM, through the kernel's resource manager.
 pub const TCTI: &str = "device:/dev/tpmrm0";
