@@ -345,6 +345,7 @@ async fn stream_role(
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let signer = tpm.signer();
+    let credentials_changed = credentials.reloaded();
     let broker_ca = config.broker_ca.clone();
     let tls: TlsSource = {
         let (credentials, signer) = (credentials.clone(), signer.clone());
@@ -378,6 +379,7 @@ async fn stream_role(
             client_id: config.identity.to_string(),
             tls,
             window: 256,
+            credentials_changed: Some(credentials_changed),
         },
         heartbeat: Duration::from_secs(config.heartbeat_seconds),
         duration: None,

@@ -9,12 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
+use tokio::sync::Notify;
 
 /// Where the certificate is, and, shared between roles, what it is now.
 #[derive(Debug, Clone)]
 pub struct DeviceCredentials {
     pki: PathBuf,
     current: Option<Arc<RwLock<Option<Loaded>>>>,
+    /// Woken at each [`DeviceCredentials::reload`]: a role waiting for its first certificate
+    /// goes on at once rather than at its next look.
+    reloaded: Arc<Notify>,
 }
 
 /// What the files hold now.
@@ -37,6 +41,7 @@ impl DeviceCredentials {
         Self {
             pki: pki.to_owned(),
             current: None,
+            reloaded: Arc::new(Notify::new()),
         }
     }
 
@@ -47,7 +52,14 @@ impl DeviceCredentials {
         Self {
             pki: pki.to_owned(),
             current: Some(Arc::new(RwLock::new(None))),
+            reloaded: Arc::new(Notify::new()),
         }
+    }
+
+    /// What [`DeviceCredentials::reload`] wakes (nothing does when the files are written by
+    /// another process: then only a later look finds them).
+    pub fn reloaded(&self) -> Arc<Notify> {
+        self.reloaded.clone()
     }
 
     /// The certificate as it is now.
@@ -70,6 +82,7 @@ impl DeviceCredentials {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(loaded.clone());
         }
+        self.reloaded.notify_waiters();
         Ok(loaded)
     }
 

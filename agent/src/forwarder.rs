@@ -40,7 +40,13 @@ pub struct BrokerOptions {
     pub tls: TlsSource,
     /// Messages published and not yet acknowledged, at most.
     pub window: usize,
+    /// Woken when new credentials are in place, so that a forwarder waiting for its first
+    /// certificate connects at once; without it, it looks again every second.
+    pub credentials_changed: Option<Arc<tokio::sync::Notify>>,
 }
+
+/// How often a forwarder without credentials looks for them when nothing wakes it.
+const CREDENTIALS_LOOK: Duration = Duration::from_secs(1);
 
 /// Makes the client TLS configuration.
 pub type TlsSource = Arc<dyn Fn() -> Result<Arc<rustls::ClientConfig>> + Send + Sync>;
@@ -70,6 +76,15 @@ pub async fn run(
     let mut attempt = 0usize;
     let mut waiting = false;
     loop {
+        // Registered before the look, so that credentials arriving between the look and the
+        // wait still wake it.
+        let mut changed = options
+            .credentials_changed
+            .as_ref()
+            .map(|notify| Box::pin(notify.clone().notified_owned()));
+        if let Some(changed) = changed.as_mut() {
+            changed.as_mut().enable();
+        }
         // Without its credentials (no certificate yet in this boot) the device has nothing to
         // connect with: it waits, saying so once, and the buffer keeps what comes meanwhile.
         let tls = match (options.tls)() {
@@ -85,7 +100,12 @@ pub async fn run(
                     info!(reason = %format!("{error:#}"), "not connecting to the broker yet");
                 }
                 waiting = true;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                match changed {
+                    Some(changed) => {
+                        let _ = tokio::time::timeout(CREDENTIALS_LOOK, changed).await;
+                    }
+                    None => tokio::time::sleep(CREDENTIALS_LOOK).await,
+                }
                 continue;
             }
         };

@@ -292,6 +292,9 @@ fn run(cli: Cli) -> Result<()> {
                     client_id: device.clone(),
                     tls,
                     window: window.max(1),
+                    // `attest --daemon` writes the files from another process: looked at again
+                    // every second.
+                    credentials_changed: None,
                 },
                 heartbeat: Duration::from_secs(heartbeat_seconds.max(1)),
                 duration: duration.map(Duration::from_secs),

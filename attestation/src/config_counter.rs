@@ -8,12 +8,19 @@
 //! with an empty authorisation value: anyone who can send commands to the TPM can increment it
 //! (that makes the current configuration refused, a denial of service that any root already
 //! has), none can lower it.
+//!
+//! Its commands use password sessions with the empty authorisation, not HMAC sessions: an HMAC
+//! session with neither salt nor bind and an empty authorisation protects nothing from someone
+//! on the TPM's bus (its keys come from nonces that cross the bus), and each one costs two fresh
+//! random nonces, which tpm2-tss 3.2 draws through a new OpenSSL library context every time
+//! (0.4 s of the appliance's boot under TCG, before the network is up: docs/benchmarks.md).
 
 use tss_esapi::attributes::NvIndexAttributesBuilder;
 use tss_esapi::constants::NvIndexType;
 use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
+use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::NvPublicBuilder;
 use tss_esapi::Context;
 
@@ -70,7 +77,7 @@ pub fn read(context: &mut Context) -> Result<Option<u64>, TpmError> {
     let value = if written {
         let bytes = tpm(
             "reading the configuration counter",
-            context.execute_with_nullauth_session(|context| {
+            context.execute_with_session(Some(AuthSession::Password), |context| {
                 context.nv_read(NvAuth::NvIndex(handle), handle, 8, 0)
             }),
         )?;
@@ -113,7 +120,7 @@ pub fn increment(context: &mut Context) -> Result<u64, TpmError> {
             )?;
             tpm(
                 "defining the configuration counter (the owner hierarchy's authorisation)",
-                context.execute_with_nullauth_session(|context| {
+                context.execute_with_session(Some(AuthSession::Password), |context| {
                     context.nv_define_space(Provision::Owner, None, public)
                 }),
             )?
@@ -121,7 +128,7 @@ pub fn increment(context: &mut Context) -> Result<u64, TpmError> {
     };
     let incremented = tpm(
         "incrementing the configuration counter",
-        context.execute_with_nullauth_session(|context| {
+        context.execute_with_session(Some(AuthSession::Password), |context| {
             context.nv_increment(NvAuth::NvIndex(handle), handle)
         }),
     );

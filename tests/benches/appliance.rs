@@ -82,7 +82,8 @@ fn boot(release: &Release, name: &str, streams: usize) -> Boot {
     let minutes = Duration::from_secs(180);
     let ready = seconds_to(&vm, "EDGEWARD-READY", minutes).expect("READY");
     let clock = seconds_to(&vm, "EDGEWARD-CLOCK", minutes).expect("clock");
-    let certificate = seconds_to(&vm, "device certificate", minutes).expect("certificate");
+    // The attestation role's line, not the forwarder's "no device certificate yet".
+    let certificate = seconds_to(&vm, "device certificate written", minutes).expect("certificate");
     let started = vm.started;
     let wait = |done: &dyn Fn() -> bool| {
         while !done() {

@@ -180,6 +180,7 @@ fn rig() -> Option<Rig> {
         client_id: "bench".into(),
         tls,
         window: 1000,
+        credentials_changed: None,
     };
     Some(Rig {
         platform_dir: dir,
