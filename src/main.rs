@@ -11,6 +11,7 @@ mod sev_cmd;
 mod tsa_cmd;
 mod verifier;
 mod verify_data;
+mod workload_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ enum Command {
     /// An RFC 3161 time-stamping authority for tests and demos.
     #[command(subcommand)]
     Tsa(tsa_cmd::TsaCommand),
+    /// Signed workload bundles: pack a directory, sign it.
+    #[command(subcommand)]
+    Workload(workload_cmd::WorkloadCommand),
     /// Record samples, tokens and signatures from the broker into a platform-layout store.
     Recorder(recorder::RecorderArgs),
     /// Check every block of a store: digest, time-stamp token and device signature.
@@ -93,6 +97,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eventlog(command) => eventlog_cmd::run(command),
         Command::Keys(command) => image_cmd::keys(command),
         Command::Config(command) => config_cmd::run(command),
+        Command::Workload(command) => workload_cmd::run(command),
         Command::Tsa(command) => tsa_cmd::run(command),
         Command::Recorder(args) => recorder::run(args),
         Command::VerifyData(args) => {

@@ -304,8 +304,11 @@ async fn attest_with(
     };
     let quote_nonce = tpm::Nonce::new(nonce.nonce.0.clone())?;
     let (held, quoted) = (keys.clone(), selection.clone());
-    let quote = tpm
-        .call(move |state| tpm::quote_with(&mut state.context, &held, &quote_nonce, &quoted))
+    let (quote, agent_log) = tpm
+        .call(move |state| {
+            tpm::quote_with(&mut state.context, &held, &quote_nonce, &quoted)
+                .map(|quote| (quote, state.agent_log.clone()))
+        })
         .await??;
     let event_log = std::fs::read(&options.event_log)
         .with_context(|| format!("cannot read the event log {}", options.event_log.display()))?;
@@ -321,6 +324,7 @@ async fn attest_with(
             .map(|(pcr, value)| (*pcr, Hex(value)))
             .collect(),
         event_log: Hex(event_log),
+        agent_log,
     };
     let verdict: Verdict = client.post("attest", &request).await?;
     tracing::info!(%device, manifest = ?verdict.manifest, "attestation accepted");

@@ -9,6 +9,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context as _, Result};
+use edgeward_attestation::agent_log::AgentEvent;
 use edgeward_attestation::tpm::{self, DeviceKey, KeyBlob};
 use tss_esapi::Context;
 
@@ -17,6 +18,9 @@ pub struct TpmState {
     pub context: Context,
     /// The device key, once loaded or made; it stays loaded for signing.
     pub device_key: Option<DeviceKey>,
+    /// What this agent extended since it opened the TPM, in order: kept with the context so
+    /// that a quote and the log sent with it are read in one job and always agree.
+    pub agent_log: Vec<AgentEvent>,
 }
 
 type Job = Box<dyn FnOnce(&mut TpmState) + Send>;
@@ -57,6 +61,7 @@ impl Tpm {
                 let mut state = TpmState {
                     context,
                     device_key: None,
+                    agent_log: Vec::new(),
                 };
                 for message in receiver {
                     match message {
@@ -163,6 +168,25 @@ impl Tpm {
                 .map_err(|_| anyhow!("the TPM thread panicked while closing")),
             None => Ok(()),
         }
+    }
+
+    /// Extends `event`'s digest into its PCR and appends it to the agent's log, in one job:
+    /// the log never shows an extend the TPM did not make, nor misses one it did. Called before
+    /// the measured thing runs.
+    pub async fn measure(&self, event: AgentEvent) -> Result<()> {
+        let digest: [u8; 32] = event
+            .digest
+            .0
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow!("a measurement must be a SHA-256 digest"))?;
+        self.call(move |state| -> Result<()> {
+            tpm::extend_pcrs(&mut state.context, &[(event.pcr, digest)])
+                .with_context(|| format!("cannot extend PCR {}", event.pcr))?;
+            state.agent_log.push(event);
+            Ok(())
+        })
+        .await?
     }
 
     /// A signer over the device key this thread holds.

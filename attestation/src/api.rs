@@ -130,6 +130,9 @@ pub struct AttestRequest {
     pub pcr_values: BTreeMap<u8, Hex>,
     /// `binary_bios_measurements`.
     pub event_log: Hex,
+    /// What the agent measured since boot (the workloads it launched), in extend order.
+    #[serde(default)]
+    pub agent_log: Vec<crate::agent_log::AgentEvent>,
 }
 
 /// The verifier's verdict on an attestation.
@@ -149,6 +152,9 @@ pub struct Verdict {
     /// Until when (Unix seconds) the verifier issues certificates on this attestation.
     #[serde(default)]
     pub attested_until: Option<u64>,
+    /// The released workloads the agent's log showed running, `name version (manifest …)`.
+    #[serde(default)]
+    pub workloads: Vec<String>,
 }
 
 /// A check an appraisal did not make, because the policy says so.

@@ -8,6 +8,7 @@
 //! the policy says so explicitly, and the result lists each.
 #![forbid(unsafe_code)]
 
+pub mod agent_log;
 pub mod api;
 pub mod config_counter;
 pub mod credential;

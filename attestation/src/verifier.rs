@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
+use crate::agent_log::{self, ReleasedWorkloads, WORKLOAD_PCR};
 use crate::api::{
     ActivateRequest, AttestRequest, CertifyRequest, CertifyResponse, EkKey, Hex, RegisterRequest,
     RegisterResponse, SkippedCheck, Verdict,
@@ -202,11 +203,15 @@ pub struct Policy {
     /// certificate is a broker identity by its CN, so one issued under such a name would read
     /// every topic.
     pub reserved_identities: BTreeSet<DeviceId>,
+    /// The workloads an operator released: PCR 15 is replayed from the agent's log, and every
+    /// entry must be one of these. None released refuses any device that launched a workload.
+    pub workloads: ReleasedWorkloads,
 }
 
 impl Policy {
     /// The defaults a verifier starts from: PCRs 0-7 (firmware, Secure Boot, the UKI), 9 and 11
-    /// (what the kernel got and the UKI's contents), 12 and 13 (must stay zero); attestation
+    /// (what the kernel got and the UKI's contents), 12 and 13 (must stay zero), 15 (the
+    /// workloads, replayed from the agent's log; none released until configured); attestation
     /// good for an hour, certificates for a day. No PCR is log-only until the configuration
     /// says so, so [`Policy::check`] refuses the defaults until each quoted PCR has a reference.
     pub fn new(ek_kind: EkKind, ek_roots: EkRoots, manifests: Vec<ReferenceValues>) -> Self {
@@ -215,7 +220,7 @@ impl Policy {
             ek_roots,
             ek_intermediates: Vec::new(),
             manifests,
-            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13],
+            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, WORKLOAD_PCR],
             platform_pcrs: BTreeMap::new(),
             log_only_pcrs: BTreeSet::new(),
             attestation_validity: Duration::from_secs(3600),
@@ -223,6 +228,7 @@ impl Policy {
             nonce_lifetime: Duration::from_secs(120),
             activation_lifetime: Duration::from_secs(300),
             reserved_identities: BTreeSet::new(),
+            workloads: ReleasedWorkloads::none(),
         }
     }
 
@@ -250,7 +256,8 @@ impl Policy {
                 }
             }
             for pcr in &quoted {
-                let known = manifest.pcrs.contains_key(pcr)
+                let known = *pcr == u32::from(WORKLOAD_PCR)
+                    || manifest.pcrs.contains_key(pcr)
                     || self.platform_pcrs.contains_key(pcr)
                     || u8::try_from(*pcr).is_ok_and(|pcr| self.log_only_pcrs.contains(&pcr));
                 if !known {
@@ -279,6 +286,28 @@ impl Policy {
                 problems.push(format!(
                     "log_only_pcrs lists PCR {pcr}, which pcrs does not quote"
                 ));
+            }
+        }
+        if !self.pcrs.contains(&WORKLOAD_PCR) {
+            problems.push(format!(
+                "pcrs must quote PCR {WORKLOAD_PCR}: a workload the agent launched would go unseen"
+            ));
+        }
+        for pcr in [WORKLOAD_PCR] {
+            if self.platform_pcrs.contains_key(&u32::from(pcr)) || self.log_only_pcrs.contains(&pcr)
+            {
+                problems.push(format!(
+                    "PCR {pcr} is the workloads', replayed from the agent's log: it cannot be in \
+                     platform_pcrs or log_only_pcrs"
+                ));
+            }
+            for manifest in &self.manifests {
+                if manifest.pcrs.contains_key(&u32::from(pcr)) {
+                    problems.push(format!(
+                        "{} predicts PCR {pcr}, which is the workloads'",
+                        manifest.label()
+                    ));
+                }
             }
         }
         for pcr in DEVICE_KEY_PCRS {
@@ -861,15 +890,16 @@ pub fn appraise_attestation(
 ) -> (DeviceRecord, Verdict) {
     let at = seconds(now);
     let outcome = appraise(policy, &mut record, request, quote);
-    let (accepted, manifest, reasons, skipped, boot) = match outcome {
+    let (accepted, manifest, reasons, skipped, boot, workloads) = match outcome {
         Ok(appraisal) => (
             true,
             Some(appraisal.manifest),
             Vec::new(),
             appraisal.skipped,
             Some(appraisal.boot),
+            appraisal.workloads,
         ),
-        Err(refusal) => (false, None, refusal.reasons(), Vec::new(), None),
+        Err(refusal) => (false, None, refusal.reasons(), Vec::new(), None, Vec::new()),
     };
     record.attested_until = accepted.then(|| at + policy.attestation_validity.as_secs());
     record.attested_boot = boot;
@@ -887,6 +917,7 @@ pub fn appraise_attestation(
         reasons,
         skipped,
         attested_until: record.attested_until,
+        workloads,
     };
     (record, verdict)
 }
@@ -894,6 +925,7 @@ pub fn appraise_attestation(
 /// What an accepted attestation established.
 struct Appraisal {
     manifest: String,
+    workloads: Vec<String>,
     skipped: Vec<SkippedCheck>,
     boot: AttestedBoot,
 }
@@ -926,10 +958,31 @@ fn appraise(
             .and_then(|value| value.try_into().ok())
             .unwrap_or([0; 32])
     };
+    // PCR 15 is the agent's: nothing before it may have touched it, and its value is what the
+    // agent's log replays to.
+    if PcrIndex::new(u32::from(WORKLOAD_PCR))
+        .and_then(|index| replayed.get(HashAlgorithm::Sha256, index))
+        .is_some()
+    {
+        return Err(Refusal::Attestation(vec![format!(
+            "the firmware's event log extends PCR {WORKLOAD_PCR}, which only the agent's \
+             workload measurements may"
+        )]));
+    }
+    let agent = agent_log::replay(&request.agent_log).map_err(|error| {
+        Refusal::Attestation(vec![format!("the agent's log cannot be replayed: {error}")])
+    })?;
     let expected: Vec<(u8, [u8; 32])> = policy
         .pcrs
         .iter()
-        .map(|pcr| (*pcr, replayed_value(*pcr)))
+        .map(|pcr| {
+            let value = if *pcr == WORKLOAD_PCR {
+                agent.get(pcr).copied().unwrap_or([0; 32])
+            } else {
+                replayed_value(*pcr)
+            };
+            (*pcr, value)
+        })
         .collect();
 
     match check_quote(quote, &expected) {
@@ -970,6 +1023,22 @@ fn appraise(
             None
         }
     };
+    // Every workload the quote proves was launched must be one the operator released.
+    let mut workloads = Vec::new();
+    for event in &request.agent_log {
+        match policy.workloads.find(&event.digest.0) {
+            Some(released) => workloads.push(format!(
+                "{} {} (manifest {})",
+                released.name,
+                released.version,
+                hex::encode(&released.manifest_sha256.0[..6])
+            )),
+            None => reasons.push(format!(
+                "workload {} is not released (edgeward workload release)",
+                event.label()
+            )),
+        }
+    }
     let Some(manifest) = matched else {
         return Err(Refusal::Attestation(reasons));
     };
@@ -980,7 +1049,10 @@ fn appraise(
     let mut skipped = Vec::new();
     for (pcr, value) in &expected {
         let index = u32::from(*pcr);
-        if manifest.pcrs.contains_key(&index) || policy.platform_pcrs.contains_key(&index) {
+        if manifest.pcrs.contains_key(&index)
+            || policy.platform_pcrs.contains_key(&index)
+            || *pcr == WORKLOAD_PCR
+        {
             continue;
         }
         if policy.log_only_pcrs.contains(pcr) {
@@ -1006,6 +1078,7 @@ fn appraise(
         .collect();
     Ok(Appraisal {
         manifest: manifest.label(),
+        workloads,
         skipped,
         boot: AttestedBoot {
             reset_count: counters.reset_count,

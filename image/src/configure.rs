@@ -19,7 +19,7 @@ pub const CONFIG_DIR: &str = "EFI/edgeward";
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigureError {
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         source: std::io::Error,

@@ -24,12 +24,12 @@ pub enum KeyError {
     WouldOverwrite(Vec<PathBuf>),
     #[error("key file {path} is missing (run `edgeward keys init {dir}`)", dir = .dir.display(), path = .path.display())]
     Missing { dir: PathBuf, path: PathBuf },
-    #[error("cannot write {path}: {source}", path = .path.display())]
+    #[error("cannot write {path}", path = .path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}", path = .path.display())]
+    #[error("cannot read {path}", path = .path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -142,22 +142,26 @@ impl KeyDir {
     }
 
     fn ed25519_key(&self, name: &str) -> Result<ring::signature::Ed25519KeyPair, KeyError> {
-        let path = self.private_key(name);
-        let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let der = pem_body(&pem, "PRIVATE KEY").ok_or_else(|| KeyError::Invalid {
-            path: path.clone(),
-            reason: "no PEM PRIVATE KEY block".into(),
-        })?;
-        ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|error| {
-            KeyError::Invalid {
-                path,
-                reason: error.to_string(),
-            }
-        })
+        read_ed25519_key(&self.private_key(name))
     }
+}
+
+/// An Ed25519 private key as `init` writes it (PKCS#8 in a PEM `PRIVATE KEY` block).
+pub fn read_ed25519_key(path: &Path) -> Result<ring::signature::Ed25519KeyPair, KeyError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let der = pem_body(&pem, "PRIVATE KEY").ok_or_else(|| KeyError::Invalid {
+        path: path.to_owned(),
+        reason: "no PEM PRIVATE KEY block".into(),
+    })?;
+    ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|error| {
+        KeyError::Invalid {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        }
+    })
 }
 
 /// The contents of the first PEM block labelled `label`.

@@ -13,10 +13,12 @@ pub mod build;
 pub mod configure;
 pub mod cpio;
 pub mod elf;
+pub mod erofs;
 pub mod kernel;
 pub mod keys;
 pub mod manifest;
 pub mod rootfs;
 mod tool;
+pub mod workload;
 
 pub use tool::{IoError, ToolError};

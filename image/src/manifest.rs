@@ -12,12 +12,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ManifestError {
-    #[error("cannot write {path}: {source}", path = .path.display())]
+    #[error("cannot write {path}", path = .path.display())]
     Write {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}", path = .path.display())]
+    #[error("cannot read {path}", path = .path.display())]
     Read {
         path: std::path::PathBuf,
         source: std::io::Error,

@@ -10,14 +10,13 @@
 //! used. Under TCG that is 1.5 s of each boot (docs/benchmarks.md).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use edgeward_verity::{HashTree, OnCorruption, Salt, VerityTarget, BLOCK_SIZE};
 use sha2::{Digest as _, Sha256};
 
 use crate::build::BuildError;
 use crate::cpio::{Archive, EntryKind};
-use crate::tool::{io, run};
+use crate::tool::io;
 
 /// The root partition's GPT unique GUID: the command line finds it by this, whatever the disk
 /// is called on the machine (`/dev/vda` in QEMU, `/dev/sda` or `/dev/nvme0n1` on hardware).
@@ -100,27 +99,9 @@ pub fn build(archive: &Archive, work: &Path) -> Result<VerityRoot, BuildError> {
     let tree_dir = work.join("root");
     let _ = std::fs::remove_dir_all(&tree_dir);
     materialize(archive, &tree_dir)?;
-    let erofs = work.join("root.erofs");
-    let _ = std::fs::remove_file(&erofs);
-    // Uncompressed: under TCG the kernel's LZ4 decompression cost more than the reads it saved
-    // (docs/benchmarks.md). -T0 and --all-root: every time 0 and every owner root, so that the
-    // image depends only on the tree.
-    run(
-        Command::new("mkfs.erofs")
-            .args(["--quiet", "-T0", "--all-root", "-U", EROFS_UUID])
-            .arg(&erofs)
-            .arg(&tree_dir),
-        "erofs-utils (mkfs.erofs)",
-    )?;
-    let mut bytes = io("cannot read the erofs image", std::fs::read(&erofs))?;
+    let mut bytes = crate::erofs::make(&tree_dir, &work.join("root.erofs"), EROFS_UUID)?;
     let _ = std::fs::remove_dir_all(&tree_dir);
     let erofs_sha256 = hex::encode(Sha256::digest(&bytes));
-    if !bytes.len().is_multiple_of(BLOCK_SIZE) {
-        return Err(BuildError::Input(format!(
-            "mkfs.erofs wrote {} bytes, not whole {BLOCK_SIZE}-byte blocks",
-            bytes.len()
-        )));
-    }
     // The salt is derived from the image rather than drawn at random, so that the same tree
     // builds the same partition and root hash; it still differs for every different root.
     let mut salt = Sha256::new();

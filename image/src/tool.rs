@@ -15,7 +15,7 @@ pub enum ToolError {
         status: String,
         stderr: String,
     },
-    #[error("cannot run `{command}`: {source}")]
+    #[error("cannot run `{command}`")]
     Spawn {
         command: String,
         source: std::io::Error,
@@ -24,7 +24,7 @@ pub enum ToolError {
 
 /// A file operation that failed, and what it was for.
 #[derive(Debug, Error)]
-#[error("{what}: {source}")]
+#[error("{what}")]
 pub struct IoError {
     pub what: String,
     #[source]

@@ -138,6 +138,56 @@ impl Notification {
             tag: "attestation".into(),
         }
     }
+
+    /// A workload's own alert (an analytic's finding), under the workload's name: the title as
+    /// it gave it, its tag below `workload/<name>/`.
+    pub fn workload_alert(
+        workload: &str,
+        title: &str,
+        body: &str,
+        kind: NotifyType,
+        tag: &str,
+    ) -> Self {
+        Self {
+            title: title.to_owned(),
+            body: format!("{workload}: {body}"),
+            kind,
+            tag: if tag.is_empty() {
+                format!("workload/{workload}")
+            } else {
+                format!("workload/{workload}/{tag}")
+            },
+        }
+    }
+
+    /// A workload bundle was not started: unsigned, signed by another key, altered, or not
+    /// runnable here.
+    pub fn workload_refused(workload: &str, reason: &str) -> Self {
+        Self {
+            title: "Workload refused".into(),
+            body: format!("{workload}: {reason}"),
+            kind: NotifyType::Failure,
+            tag: format!("workload/{workload}"),
+        }
+    }
+
+    /// A workload ended other than by being stopped: failed, killed at its memory limit, or a
+    /// block of its image did not match its signed root hash.
+    pub fn workload_ended(workload: &str, reason: &str, restarting: bool) -> Self {
+        Self {
+            title: "Workload ended".into(),
+            body: format!(
+                "{workload}: {reason}{}",
+                if restarting {
+                    "; restarting"
+                } else {
+                    "; not restarted"
+                }
+            ),
+            kind: NotifyType::Failure,
+            tag: format!("workload/{workload}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use edgeward_attestation::agent_log::ReleasedWorkloads;
 use edgeward_attestation::credential::EkKind;
 use edgeward_attestation::device_ca::DeviceCa;
 use edgeward_attestation::ek_certificate::EkRoots;
@@ -48,6 +49,11 @@ pub struct VerifierConfig {
     /// Released image directories (each with manifest.json and manifest.json.sig). Several at
     /// once during a rollout.
     pub manifests: Vec<PathBuf>,
+    /// The released workloads (`edgeward workload release`), with its signature in the same
+    /// path plus `.sig`. Absent: no workload is released, and a device that launched one is
+    /// refused.
+    #[serde(default)]
+    pub released_workloads: Option<PathBuf>,
     /// The SHA-256 PCRs every quote covers.
     #[serde(default)]
     pub pcrs: Option<Vec<u8>>,
@@ -127,6 +133,7 @@ impl VerifierConfig {
         config.ek_intermediates.iter_mut().for_each(resolve);
         resolve(&mut config.release_key);
         config.manifests.iter_mut().for_each(resolve);
+        config.released_workloads.iter_mut().for_each(resolve);
         Ok(config)
     }
 
@@ -166,6 +173,20 @@ impl VerifierConfig {
         }
         let mut policy = Policy::new(self.ek_kind, ek_roots, manifests);
         policy.ek_intermediates = ek_intermediates;
+        if let Some(path) = &self.released_workloads {
+            let text =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let signature_path = PathBuf::from(format!("{}.sig", path.display()));
+            let signature = std::fs::read(&signature_path)
+                .with_context(|| format!("cannot read {}", signature_path.display()))?;
+            policy.workloads = ReleasedWorkloads::verify(&text, &signature, release_key.as_bytes())
+                .with_context(|| format!("the released workloads in {}", path.display()))?;
+            tracing::info!(
+                workloads = policy.workloads.len(),
+                file = %path.display(),
+                "workloads released"
+            );
+        }
         if let Some(pcrs) = &self.pcrs {
             if pcrs.is_empty() || pcrs.iter().any(|pcr| *pcr > 23) {
                 bail!("pcrs must list PCRs 0-23");

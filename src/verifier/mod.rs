@@ -192,7 +192,10 @@ pub fn run(command: VerifierCommand) -> Result<()> {
                  release_key = {}\nmanifests = {}\n\
                  # The PCRs every quote covers. Each must be predicted by every manifest, or\n\
                  # have accepted values in [platform_pcrs], or be listed in log_only_pcrs.\n\
-                 pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13]\n\
+                 # PCR 15 holds the workloads the agent launched, replayed from its log.\n\
+                 pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 15]\n\
+                 # The workloads devices may run (edgeward workload release); none without it.\n\
+                 # released_workloads = \"released-workloads.json\"\n\
                  # Firmware PCRs the image cannot predict: checked only against the event log\n\
                  # (every verdict names them as skipped). Pin them with [platform_pcrs]\n\
                  # (e.g. 0 = [\"<hex>\"]) once the fleet's firmware values are known.\n\

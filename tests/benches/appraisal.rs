@@ -112,6 +112,7 @@ fn main() {
         signature: Hex(quote.signature),
         pcr_values: Default::default(),
         event_log: Hex(log.clone()),
+        agent_log: Vec::new(),
     };
     let now = SystemTime::now();
 

@@ -148,6 +148,7 @@ fn crafted_attest(
         signature: Hex(quote.signature),
         pcr_values: Default::default(),
         event_log: Hex(log.to_vec()),
+        agent_log: Vec::new(),
     })
     .expect("JSON")
 }
@@ -1041,8 +1042,8 @@ fn nothing_passes_by_omission() {
         );
     };
     let without_nine = original.replace(
-        "pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13]",
-        "pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13]",
+        "pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 15]",
+        "pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 15]",
     );
     assert_ne!(without_nine, original);
     refused_start(

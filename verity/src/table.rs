@@ -2,7 +2,7 @@
 //! kernel's `dm-mod.create=` takes on the command line, and what the agent hands the kernel
 //! through device-mapper's ioctls.
 
-use crate::{HashTree, BLOCK_SIZE};
+use crate::{HashTree, RootHash, Salt, BLOCK_SIZE};
 
 /// What the kernel does when a block does not match its hash. Either way the bytes are never
 /// handed to a reader.
@@ -30,14 +30,18 @@ pub struct VerityTarget {
 impl VerityTarget {
     /// The target's parameters for `tree` (the part after `verity`).
     pub fn parameters(&self, tree: &HashTree) -> String {
+        self.parameters_for(tree.data_blocks(), &tree.root(), tree.salt())
+    }
+
+    /// The parameters for a tree known by its seal (a signed manifest's root hash, salt and
+    /// block count) rather than built here.
+    pub fn parameters_for(&self, data_blocks: u64, root: &RootHash, salt: &Salt) -> String {
         let mut line = format!(
-            "1 {} {} {BLOCK_SIZE} {BLOCK_SIZE} {} {} sha256 {} {}",
+            "1 {} {} {BLOCK_SIZE} {BLOCK_SIZE} {data_blocks} {} sha256 {root} {}",
             self.data_device,
             self.hash_device,
-            tree.data_blocks(),
             self.hash_start_block,
-            tree.root(),
-            tree.salt().to_hex()
+            salt.to_hex()
         );
         if self.on_corruption == OnCorruption::Panic {
             line.push_str(" 1 panic_on_corruption");
@@ -47,10 +51,15 @@ impl VerityTarget {
 
     /// The whole table line: start sector, length in 512-byte sectors, `verity`, parameters.
     pub fn table(&self, tree: &HashTree) -> String {
+        self.table_for(tree.data_blocks(), &tree.root(), tree.salt())
+    }
+
+    /// The table line for a sealed tree.
+    pub fn table_for(&self, data_blocks: u64, root: &RootHash, salt: &Salt) -> String {
         format!(
             "0 {} verity {}",
-            tree.data_len() / 512,
-            self.parameters(tree)
+            data_blocks * (BLOCK_SIZE as u64 / 512),
+            self.parameters_for(data_blocks, root, salt)
         )
     }
 }
