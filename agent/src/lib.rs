@@ -19,6 +19,7 @@ pub mod mtls;
 pub mod pipeline;
 pub mod tpm;
 pub mod verifier_client;
+pub mod workload_role;
 
 /// The agent's async runtime: one thread. The appliance has one vCPU, and each frame costs
 /// microseconds of work; a multi-threaded runtime only added wake-ups between its threads (a

@@ -172,9 +172,39 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Signed workload bundles (docs/bundle-format.md).
+    #[command(subcommand)]
+    Workload(WorkloadCommand),
+}
+
+#[derive(Subcommand)]
+enum WorkloadCommand {
+    /// Check a bundle as the appliance would, and every block of its image against its sealed
+    /// root hash (in user space); print its manifest digest. Changes nothing.
+    Verify {
+        file: PathBuf,
+        /// The workload key's public half (PEM), as the image carries it.
+        #[arg(long, value_name = "KEY", default_value = edgeward_agent::workload_role::TRUST_KEY)]
+        trust: PathBuf,
+    },
+    /// Verify, measure (PCR 15, the agent's log) and run one bundle in its sandbox until it
+    /// ends or SIGTERM; exits with its exit code. Needs root, device-mapper and cgroup v2.
+    Run {
+        file: PathBuf,
+        #[arg(long, value_name = "KEY", default_value = edgeward_agent::workload_role::TRUST_KEY)]
+        trust: PathBuf,
+        /// The TPM: device:/dev/tpmrm0 or swtpm:host=H,port=P.
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tcti: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
+    // The workload sandbox's stages are this binary run anew; stage two is PID 1 of its own
+    // PID namespace, so this comes before the check for being the image's init.
+    if let Some(code) = sandbox_stage() {
+        std::process::exit(code);
+    }
     // As the image's /init the agent brings the system up and reports what was measured.
     if std::process::id() == 1 {
         match init::run() {
@@ -196,6 +226,41 @@ fn main() -> std::process::ExitCode {
             eprintln!("edgeward-agent: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a sandbox stage when the arguments name one (`workload-sandbox SPEC`,
+/// `workload-sandbox-init SPEC`); returns its exit code.
+fn sandbox_stage() -> Option<i32> {
+    use edgeward_workload::sandbox;
+    let mut arguments = std::env::args();
+    let stage = arguments.nth(1)?;
+    if stage != sandbox::STAGE_ONE && stage != sandbox::STAGE_TWO {
+        return None;
+    }
+    let fail = |error: edgeward_workload::WorkloadError, code: i32| {
+        eprintln!("edgeward sandbox: {error}");
+        Some(code)
+    };
+    let spec = match sandbox::SandboxSpec::from_json(&arguments.next().unwrap_or_default()) {
+        Ok(spec) => spec,
+        Err(error) => return fail(error, sandbox::SANDBOX_FAILED),
+    };
+    if stage == sandbox::STAGE_ONE {
+        let own = match std::env::current_exe() {
+            Ok(own) => own,
+            Err(error) => {
+                eprintln!("edgeward sandbox: cannot find the agent's executable: {error}");
+                return Some(sandbox::SANDBOX_FAILED);
+            }
+        };
+        match sandbox::stage_one(&spec, &own) {
+            Ok(code) => Some(code),
+            Err(error) => fail(error, sandbox::SANDBOX_FAILED),
+        }
+    } else {
+        let (code, error) = sandbox::stage_two(&spec);
+        fail(error, code)
     }
 }
 
@@ -338,6 +403,49 @@ fn run(cli: Cli) -> Result<()> {
             };
             edgeward_agent::runtime()?.block_on(async { appliance.run(stop_on_signal()?).await })
         }
+        Command::Workload(WorkloadCommand::Verify { file, trust }) => {
+            let key = read_trust(&trust)?;
+            let (_, verified) = edgeward_workload::image::open(&file, &key)
+                .map_err(|error| anyhow::anyhow!("{} is refused: {error}", file.display()))?;
+            let bundle =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            edgeward_bundle::workload::verify_image(&bundle, &verified)
+                .map_err(|error| anyhow::anyhow!("{} is refused: {error}", file.display()))?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": verified.manifest.name.as_str(),
+                    "version": verified.manifest.version,
+                    "manifest_sha256": hex::encode(verified.manifest_digest),
+                    "pcr": edgeward_attestation::agent_log::WORKLOAD_PCR,
+                })
+            );
+            Ok(())
+        }
+        Command::Workload(WorkloadCommand::Run { file, trust, tcti }) => {
+            use edgeward_agent::workload_role::{Host, Notices, Tap, FIRST_UID};
+            let tpm = tpm::Tpm::open(&tcti)?;
+            let outcome = edgeward_agent::runtime()?.block_on(async {
+                let host = Host::new(
+                    tpm.clone(),
+                    &trust,
+                    Notices::Log,
+                    Tap::default(),
+                    std::env::current_exe().context("cannot find the agent's executable")?,
+                )?;
+                let admitted = host.admit(&file, FIRST_UID).await?;
+                host.run(&admitted, stop_on_signal()?, |state| {
+                    tracing::info!(state, "workload")
+                })
+                .await
+            });
+            tpm.close()?;
+            let ended = outcome?;
+            if ended.code != 0 && !ended.stopped {
+                std::process::exit(ended.code.clamp(1, 255));
+            }
+            Ok(())
+        }
         Command::SevReport { nonce, out } => {
             let nonce = hex::decode(nonce.trim()).context("--nonce is not hex")?;
             let evidence = edgeward_attestation::snp::request_guest_report(&nonce)?;
@@ -399,7 +507,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The device configuration, verified against the image's key before anything starts.
+fn read_trust(path: &std::path::Path) -> Result<edgeward_bundle::signature::TrustedKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("the workload key {} cannot be read", path.display()))?;
+    edgeward_bundle::signature::TrustedKey::from_pem(&text)
+        .with_context(|| format!("the workload key {}", path.display()))
+}
+
 fn quote(
     tcti: &str,
     nonce: &str,

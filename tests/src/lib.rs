@@ -12,6 +12,7 @@ pub mod qemu;
 pub mod sntp;
 pub mod swtpm;
 pub mod verifier;
+pub mod workloads;
 
 use std::path::PathBuf;
 

@@ -50,8 +50,9 @@ pub struct SandboxSpec {
     pub image_root: PathBuf,
     /// The agent's directory with the samples socket: becomes `/run`.
     pub io_dir: PathBuf,
-    /// The workload's cgroup directory.
-    pub cgroup: PathBuf,
+    /// The workload's cgroup directory. The agent always gives one; only a test on a host
+    /// without cgroup v2 controllers runs a sandbox without (and then without limits).
+    pub cgroup: Option<PathBuf>,
     pub command: String,
     pub arguments: Vec<String>,
     pub environment: BTreeMap<String, String>,
@@ -70,11 +71,14 @@ impl SandboxSpec {
                 self.uid
             )));
         }
-        for (what, path) in [
+        let mut paths = vec![
             ("image root", &self.image_root),
             ("I/O directory", &self.io_dir),
-            ("cgroup", &self.cgroup),
-        ] {
+        ];
+        if let Some(cgroup) = &self.cgroup {
+            paths.push(("cgroup", cgroup));
+        }
+        for (what, path) in paths {
             if !path.is_absolute() {
                 return Err(WorkloadError::Invalid(format!(
                     "the {what} {} is not an absolute path",
@@ -136,8 +140,10 @@ fn mount(
 /// Stage one; returns the exit code the agent sees (stage two's, or 128 + its signal).
 pub fn stage_one(spec: &SandboxSpec, own_binary: &Path) -> Result<i32, WorkloadError> {
     spec.check()?;
-    std::fs::write(spec.cgroup.join("cgroup.procs"), "0")
-        .map_err(io_error("cannot join the workload's cgroup"))?;
+    if let Some(cgroup) = &spec.cgroup {
+        std::fs::write(cgroup.join("cgroup.procs"), "0")
+            .map_err(io_error("cannot join the workload's cgroup"))?;
+    }
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(sys_error("cannot ask to die with the agent"))?;
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -323,7 +329,7 @@ mod tests {
             uid: 61001,
             image_root: "/run/edgeward/workloads/freq-alarm/root".into(),
             io_dir: "/run/edgeward/workloads/freq-alarm/io".into(),
-            cgroup: "/sys/fs/cgroup/workloads/freq-alarm".into(),
+            cgroup: Some("/sys/fs/cgroup/workloads/freq-alarm".into()),
             command: "/bin/freq-alarm".into(),
             arguments: vec!["--band-mhz".into(), "200".into()],
             environment: BTreeMap::from([("HOME".into(), "/root".into())]),
