@@ -69,6 +69,10 @@ pub enum ImageCommand {
         /// The device configuration; CONFIG.sig must be beside it (`edgeward config sign`).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// A signed workload bundle the configuration lists (`[[workload]] bundle`), put on
+        /// the ESP beside it; once per bundle.
+        #[arg(long = "workload", value_name = "FILE")]
+        workloads: Vec<PathBuf>,
     },
 }
 
@@ -188,9 +192,11 @@ pub fn image(command: ImageCommand) -> Result<()> {
             image,
             disk,
             config,
+            workloads,
         } => {
             let disk = disk.unwrap_or_else(|| image.join("disk.img"));
-            let identity = edgeward_image::configure::configure(&image, &disk, &config)?;
+            let identity =
+                edgeward_image::configure::configure(&image, &disk, &config, &workloads)?;
             eprintln!(
                 "{}: configured as {identity} ({} on the ESP)",
                 disk.display(),

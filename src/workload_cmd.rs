@@ -60,6 +60,19 @@ pub enum WorkloadCommand {
         #[arg(long, value_name = "KEY")]
         key: PathBuf,
     },
+    /// Write the list of released workloads (their manifests' digests) that the verifier's
+    /// `released_workloads` names, signed with the release key (OUT and OUT.sig). Each bundle
+    /// is checked against the workload key first: only what an appliance would run is released.
+    Release {
+        /// Signed bundles to release.
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+        /// The keys directory (`edgeward keys init`): workload.pub checks, release.key signs.
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(command: WorkloadCommand) -> Result<()> {
@@ -114,6 +127,58 @@ pub fn run(command: WorkloadCommand) -> Result<()> {
             let _ = std::fs::remove_dir_all(&work);
             let bytes = result.with_context(|| format!("{} is not packed", dir.display()))?;
             println!("{}: {bytes} bytes, unsigned", out.display());
+            Ok(())
+        }
+        WorkloadCommand::Release { bundles, keys, out } => {
+            use edgeward_attestation::agent_log::{ReleasedWorkload, ReleasedWorkloads};
+            let keys = edgeward_image::keys::KeyDir::new(&keys);
+            let trusted = std::fs::read_to_string(keys.public_key("workload"))
+                .context("cannot read the workload key's public half")?;
+            let trusted = edgeward_bundle::signature::TrustedKey::from_pem(&trusted)?;
+            let mut released = Vec::new();
+            for path in &bundles {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let len = bytes.len() as u64;
+                let header = edgeward_bundle::Header::parse(&bytes, len)
+                    .with_context(|| format!("{} is not released", path.display()))?;
+                let superblock = bytes
+                    .get(header.layout().hash.start as usize..)
+                    .unwrap_or_default();
+                let verified = edgeward_bundle::workload::open(&bytes, superblock, len, &trusted)
+                    .and_then(|verified| {
+                        edgeward_bundle::workload::verify_image(&bytes, &verified)
+                            .map(|()| verified)
+                    })
+                    .with_context(|| format!("{} is not released", path.display()))?;
+                println!(
+                    "{}: {} {} manifest {}",
+                    path.display(),
+                    verified.manifest.name.as_str(),
+                    verified.manifest.version,
+                    hex::encode(verified.manifest_digest)
+                );
+                released.push(ReleasedWorkload {
+                    name: verified.manifest.name.as_str().to_owned(),
+                    version: verified.manifest.version.clone(),
+                    manifest_sha256: edgeward_attestation::api::Hex(
+                        verified.manifest_digest.to_vec(),
+                    ),
+                });
+            }
+            let text = ReleasedWorkloads::to_text(&released);
+            let signature = ReleasedWorkloads::sign(text.as_bytes(), &keys.release_key()?);
+            std::fs::write(&out, &text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let signature_path = PathBuf::from(format!("{}.sig", out.display()));
+            std::fs::write(&signature_path, signature)
+                .with_context(|| format!("cannot write {}", signature_path.display()))?;
+            println!(
+                "{}: {} workloads released (signature in {})",
+                out.display(),
+                released.len(),
+                signature_path.display()
+            );
             Ok(())
         }
         WorkloadCommand::Sign { file, key } => {

@@ -32,6 +32,7 @@ use crate::credentials::DeviceCredentials;
 use crate::forwarder::{BrokerOptions, TlsSource};
 use crate::pipeline::{self, PipelineOptions, TsaClient};
 use crate::tpm::Tpm;
+use crate::workload_role::{Admitted, Host, Notices, Tap, FIRST_UID};
 
 /// Each role's state, as heartbeats report it.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +89,10 @@ pub struct Appliance {
     pub event_log: PathBuf,
     /// The DHCP lease to keep, when the address came from one (the `network` role).
     pub network: Option<LeaseKeeper>,
+    /// The workload bundles the configuration lists, where they are.
+    pub workloads: Vec<PathBuf>,
+    /// The key they must be signed with (PEM).
+    pub workload_key: PathBuf,
 }
 
 /// Reads the device configuration `file` and its signature (`file.sig`) and checks it against
@@ -244,6 +249,22 @@ impl Appliance {
             },
         )?;
         info!(device = %config.identity, location = %config.location, "appliance starting its roles");
+        let device = TopicSegment::new(config.identity.as_str())?;
+        let tap = Tap::default();
+        // Measured before the first attestation, so that its quote and the certificate it
+        // earns already cover every workload this boot runs.
+        let workloads = self::admit_workloads(
+            &self.workloads,
+            &self.workload_key,
+            &tpm,
+            Notices::Buffer {
+                buffer: buffer.clone(),
+                device: device.clone(),
+            },
+            tap.clone(),
+            &health,
+        )
+        .await;
 
         let attestation = {
             let options = attest_role::Options {
@@ -274,12 +295,13 @@ impl Appliance {
         };
 
         let stream = {
-            let (config, tpm, credentials, health_for_role, buffer) = (
+            let (config, tpm, credentials, health_for_role, buffer, tap) = (
                 config.clone(),
                 tpm.clone(),
                 credentials.clone(),
                 health.clone(),
                 buffer.clone(),
+                tap.clone(),
             );
             tokio::spawn(supervise(
                 "stream",
@@ -292,12 +314,34 @@ impl Appliance {
                         credentials.clone(),
                         buffer.clone(),
                         health_for_role.clone(),
+                        tap.clone(),
                         stop,
                     )
                 },
             ))
         };
         let mut roles = vec![("attestation", attestation), ("stream", stream)];
+        if let Some((host, admitted)) = workloads {
+            let host = Arc::new(host);
+            for workload in admitted {
+                let (host, health, stop) = (host.clone(), health.clone(), stop.clone());
+                let role = format!("workload:{}", workload.name());
+                let span = info_span!("workload", name = %workload.name());
+                roles.push((
+                    "workload",
+                    tokio::spawn(
+                        async move {
+                            let state = |state: &str| health.set(&role, state);
+                            if let Err(error) = host.run(&workload, stop, state).await {
+                                error!(error = %format!("{error:#}"), "workload cannot run");
+                                health.set(&role, format!("failed: {error:#}"));
+                            }
+                        }
+                        .instrument(span),
+                    ),
+                ));
+            }
+        }
         if let Some(keeper) = self.network {
             let health_for_role = health.clone();
             roles.push((
@@ -342,6 +386,7 @@ async fn stream_role(
     credentials: DeviceCredentials,
     buffer: Buffer,
     health: Health,
+    tap: Tap,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let signer = tpm.signer();
@@ -385,8 +430,55 @@ async fn stream_role(
         duration: None,
         stop: Some(stop),
         health: Some(health),
+        tap: Some(tap),
     };
     pipeline::run(options).await
+}
+
+/// Opens, checks and measures each configured bundle; a refused one is reported (console,
+/// notification, health) and left out. `None` when there are none to run.
+async fn admit_workloads(
+    bundles: &[PathBuf],
+    key: &Path,
+    tpm: &Tpm,
+    notices: Notices,
+    tap: Tap,
+    health: &Health,
+) -> Option<(Host, Vec<Admitted>)> {
+    if bundles.is_empty() {
+        return None;
+    }
+    let own = match std::env::current_exe() {
+        Ok(own) => own,
+        Err(error) => {
+            error!(%error, "cannot find the agent's executable: no workload runs");
+            health.set("workloads", format!("failed: {error}"));
+            return None;
+        }
+    };
+    let host = match Host::new(tpm.clone(), key, notices, tap, own) {
+        Ok(host) => host,
+        Err(error) => {
+            error!(error = %format!("{error:#}"), "no workload runs");
+            health.set("workloads", format!("failed: {error:#}"));
+            return None;
+        }
+    };
+    let mut admitted = Vec::new();
+    for (index, bundle) in bundles.iter().enumerate() {
+        match host.admit(bundle, FIRST_UID + index as u32).await {
+            Ok(workload) => admitted.push(workload),
+            Err(error) => {
+                let name = bundle
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                println!("EDGEWARD-WORKLOAD-REFUSED {error:#}");
+                health.set(&format!("workload:{name}"), format!("refused: {error:#}"));
+            }
+        }
+    }
+    Some((host, admitted))
 }
 
 #[cfg(test)]

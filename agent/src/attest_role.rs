@@ -327,7 +327,12 @@ async fn attest_with(
         agent_log,
     };
     let verdict: Verdict = client.post("attest", &request).await?;
-    tracing::info!(%device, manifest = ?verdict.manifest, "attestation accepted");
+    tracing::info!(
+        %device,
+        manifest = ?verdict.manifest,
+        workloads = ?verdict.workloads,
+        "attestation accepted"
+    );
 
     let nonce: NonceResponse = client
         .post(

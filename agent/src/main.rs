@@ -112,6 +112,12 @@ enum Command {
         /// The firmware's event log.
         #[arg(long, value_name = "FILE", default_value = attest::EVENT_LOG)]
         event_log: PathBuf,
+        /// Where the workload bundles the configuration lists are.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/edgeward/workloads")]
+        workloads: PathBuf,
+        /// The key they must be signed with (PEM).
+        #[arg(long, value_name = "KEY", default_value = edgeward_agent::workload_role::TRUST_KEY)]
+        workload_key: PathBuf,
     },
     /// Register with the verifier, attest, and get the device certificate for the TPM-held key.
     Attest {
@@ -365,6 +371,7 @@ fn run(cli: Cli) -> Result<()> {
                 duration: duration.map(Duration::from_secs),
                 stop: None,
                 health: None,
+                tap: None,
             };
             let outcome = edgeward_agent::runtime()?.block_on(pipeline::run(options));
             signer.close()?;
@@ -382,8 +389,12 @@ fn run(cli: Cli) -> Result<()> {
             tcti,
             data,
             event_log,
+            workloads,
+            workload_key,
         } => {
             let config = edgeward_agent::appliance::load_signed_config(&config, &config_key)?;
+            let workloads =
+                edgeward_agent::workload_role::bundle_paths(&workloads, &config.workloads);
             let tpm = tpm::Tpm::open(&tcti)?;
             let admitted = match edgeward_agent::appliance::admit_serial(&tpm, config.serial) {
                 Ok(admitted) => admitted,
@@ -400,6 +411,8 @@ fn run(cli: Cli) -> Result<()> {
                 event_log,
                 // On a host the host keeps its own address.
                 network: None,
+                workloads,
+                workload_key,
             };
             edgeward_agent::runtime()?.block_on(async { appliance.run(stop_on_signal()?).await })
         }

@@ -50,6 +50,8 @@ pub struct PipelineOptions {
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// The roles' health, reported in heartbeats.
     pub health: Option<crate::appliance::Health>,
+    /// Where accepted samples and layouts are shown to workloads.
+    pub tap: Option<crate::workload_role::Tap>,
 }
 
 /// The TSA: where to ask and whom to trust.
@@ -194,6 +196,25 @@ impl Accepter {
     }
 }
 
+/// The layouts of a batch, for the tap, which keeps them for workloads that connect later; and
+/// its samples when a workload is listening.
+fn tapped(batch: &[Input], samples: bool) -> Vec<Input> {
+    batch
+        .iter()
+        .filter_map(|input| match input {
+            Input::Sample { topic, sample } if samples => Some(Input::Sample {
+                topic: topic.clone(),
+                sample: sample.clone(),
+            }),
+            Input::Metadata { topic, json } => Some(Input::Metadata {
+                topic: topic.clone(),
+                json: json.clone(),
+            }),
+            Input::Sample { .. } | Input::Notice(_) => None,
+        })
+        .collect()
+}
+
 pub async fn run(options: PipelineOptions) -> Result<()> {
     let PipelineOptions {
         streams,
@@ -209,6 +230,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
         duration,
         stop,
         health,
+        tap,
     } = options;
     let stats = Arc::new(ForwarderStats::default());
     let forwarder = tokio::spawn(crate::forwarder::run(
@@ -330,8 +352,19 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
                 },
             }
         }
+        // What workloads are shown is what was accepted: copied before, sent after the commit.
+        let tapped = tap.as_ref().map(|tap| tapped(&batch, tap.wanted()));
         if accepter.accept(batch)?.closed_block {
             proofs.notify_one();
+        }
+        if let (Some(tap), Some(tapped)) = (&tap, tapped) {
+            for input in &tapped {
+                match input {
+                    Input::Sample { topic, sample } => tap.sample(topic.point.as_str(), sample),
+                    Input::Metadata { topic, json } => tap.layout(topic.point.as_str(), json),
+                    Input::Notice(_) => {}
+                }
+            }
         }
     }
     info!(

@@ -553,10 +553,8 @@ async fn converse(
     }
 }
 
-/// The device configuration's bundles, on the ESP mounted at `esp`.
-pub fn bundle_paths(esp: &Path, bundles: &[String]) -> Vec<PathBuf> {
-    bundles
-        .iter()
-        .map(|bundle| esp.join(BUNDLES_ON_ESP).join(bundle))
-        .collect()
+/// The device configuration's bundles, in `dir` (the ESP's [`BUNDLES_ON_ESP`] in the
+/// appliance).
+pub fn bundle_paths(dir: &Path, bundles: &[String]) -> Vec<PathBuf> {
+    bundles.iter().map(|bundle| dir.join(bundle)).collect()
 }

@@ -35,6 +35,9 @@
 //! name = "bay-1"
 //! idcode = 7
 //! address = "10.0.2.2:4712"
+//!
+//! [[workload]]                       # none, one or more
+//! bundle = "freq-alarm.ewb"          # in the ESP's EFI/edgeward/workloads/, signed
 //! ```
 
 use std::net::Ipv4Addr;
@@ -61,6 +64,14 @@ struct RawConfig {
     data: RawData,
     #[serde(rename = "pmu")]
     pmus: Vec<RawPmu>,
+    #[serde(default, rename = "workload")]
+    workloads: Vec<RawWorkload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    bundle: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +267,35 @@ pub struct DeviceConfig {
     pub buffer_bytes: u64,
     pub heartbeat_seconds: u64,
     pub pmus: Vec<PmuStream>,
+    /// The workload bundles to run, by file name (in the ESP's `EFI/edgeward/workloads/`);
+    /// each is checked against the image's workload key before it is measured and run.
+    pub workloads: Vec<String>,
+}
+
+/// Bundle file names: plain names (no path), each once.
+fn workload_bundles(raw: Vec<RawWorkload>) -> Result<Vec<String>, ConfigError> {
+    let mut bundles: Vec<String> = Vec::new();
+    for RawWorkload { bundle } in raw {
+        let plain = !bundle.is_empty()
+            && bundle.len() <= 64
+            && !bundle.starts_with('.')
+            && bundle
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_'));
+        if !plain {
+            return Err(ConfigError::Invalid(format!(
+                "workload.bundle {bundle:?} is not a file name (letters, digits, '.', '-', '_'; \
+                 at most 64; not starting with '.')"
+            )));
+        }
+        if bundles.contains(&bundle) {
+            return Err(ConfigError::Invalid(format!(
+                "workload.bundle {bundle:?} is listed twice"
+            )));
+        }
+        bundles.push(bundle);
+    }
+    Ok(bundles)
 }
 
 fn certificates(text: &str, what: &str) -> Result<String, ConfigError> {
@@ -381,6 +421,7 @@ impl DeviceConfig {
                 "data.heartbeat_seconds",
             )?,
             pmus: validate_streams(raw.pmus)?,
+            workloads: workload_bundles(raw.workloads)?,
         })
     }
 }

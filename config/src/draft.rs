@@ -38,6 +38,8 @@ pub struct Draft {
     pub buffer_bytes: Option<u64>,
     /// TCP PMU streams: name, IDCODE, `host:port`.
     pub pmus: Vec<(String, u16, String)>,
+    /// Workload bundles (file names in the ESP's `EFI/edgeward/workloads/`).
+    pub workloads: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -52,6 +54,13 @@ struct Document<'a> {
     tsa: Tsa<'a>,
     data: Data,
     pmu: Vec<Pmu<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    workload: Vec<Workload<'a>>,
+}
+
+#[derive(Serialize)]
+struct Workload<'a> {
+    bundle: &'a str,
 }
 
 #[derive(Serialize)]
@@ -136,6 +145,11 @@ impl Draft {
                     address,
                 })
                 .collect(),
+            workload: self
+                .workloads
+                .iter()
+                .map(|bundle| Workload { bundle })
+                .collect(),
         };
         toml::to_string(&document).map_err(|error| ConfigError::Toml(error.to_string()))
     }
@@ -158,6 +172,7 @@ pub(crate) fn example(ca: &str) -> Draft {
         tsa_root: ca.into(),
         block_seconds: Some(2),
         heartbeat_seconds: None,
+        workloads: Vec::new(),
         buffer_bytes: None,
         pmus: vec![("bay-1".into(), 7, "10.0.2.2:4712".into())],
     }

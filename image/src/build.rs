@@ -319,6 +319,7 @@ fn root_archive(
     kernel: &Kernel,
     work: &Path,
     config_key: &str,
+    workload_key: &str,
 ) -> Result<(Archive, usize), BuildError> {
     let mut archive = Archive::new();
     for dir in ["dev", "proc", "sys", "run", "tmp", "var/lib/edgeward"] {
@@ -387,6 +388,9 @@ fn root_archive(
         format!("{config_key}\n").into_bytes(),
         false,
     );
+    // The trust anchor for workload bundles, measured the same way: the appliance runs only
+    // bundles signed with the workload key.
+    archive.file(WORKLOAD_KEY_PATH, workload_key.as_bytes().to_vec(), false);
     Ok((archive, order.len()))
 }
 
@@ -716,6 +720,8 @@ fn package_version(package: &str) -> String {
 
 /// Where the image keeps the public key that device configurations must be signed with.
 pub const CONFIG_KEY_PATH: &str = "etc/edgeward/config.pub.raw";
+/// Where the workload key's public half (PEM) is in the appliance's root.
+pub const WORKLOAD_KEY_PATH: &str = "etc/edgeward/workload.pub";
 
 /// Builds the image into `options.out`, reporting each stage through `progress`.
 pub fn build(
@@ -755,7 +761,10 @@ pub fn build(
         &options.out.join("config.pub.raw"),
         format!("{config_key}\n").as_bytes(),
     )?;
-    let (archive, module_count) = root_archive(options, &kernel, &work, &config_key)?;
+    let workload_key = String::from_utf8_lossy(&read(&keys.public_key("workload"))?).into_owned();
+    write(&options.out.join("workload.pub"), workload_key.as_bytes())?;
+    let (archive, module_count) =
+        root_archive(options, &kernel, &work, &config_key, &workload_key)?;
     // A kernel with everything built in makes the root's verity device itself; one that loads
     // its drivers as modules (Debian's) needs them from an initramfs, so the root goes there.
     let (initrd, root) = if kernel.modules_root.is_none() {

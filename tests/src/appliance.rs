@@ -44,6 +44,17 @@ impl Central {
     /// [`Central::start`] in `dir`: `pki/`, `logs/` (every service's log), `broker.txt`, the
     /// verifier's `verifier/`, the device's `tpm/`.
     pub fn start_in(dir: &Path, release: &Release, manifests: &[&Path]) -> Option<Self> {
+        Self::start_releasing(dir, release, manifests, None)
+    }
+
+    /// [`Central::start_in`] with the verifier's `released_workloads` set to `released` (a list
+    /// `edgeward workload release` wrote, its signature beside it).
+    pub fn start_releasing(
+        dir: &Path,
+        release: &Release,
+        manifests: &[&Path],
+        released: Option<&Path>,
+    ) -> Option<Self> {
         let dir = dir.to_owned();
         std::fs::create_dir_all(&dir).expect("dir");
         let platform = Platform::start(&dir)?;
@@ -94,6 +105,14 @@ impl Central {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_edgeward(&args);
         let config = verifier_dir.join("verifier.toml");
+        if let Some(released) = released {
+            let mut text = std::fs::read_to_string(&config).expect("verifier.toml");
+            text.push_str(&format!(
+                "released_workloads = {}\n",
+                toml_string(&released.to_string_lossy())
+            ));
+            std::fs::write(&config, text).expect("verifier.toml");
+        }
         let verifier = Verifier::start_logging(
             &config,
             port,
@@ -148,6 +167,19 @@ impl Central {
         serial: u64,
         file: &Path,
     ) -> PathBuf {
+        self.device_config_with_workloads(release, streams, serial, &[], file)
+    }
+
+    /// [`Central::device_config_issue`] that also runs the workload bundles `workloads` (file
+    /// names; [`configured_disk_with`] puts the bundles on the disk).
+    pub fn device_config_with_workloads(
+        &self,
+        release: &Release,
+        streams: usize,
+        serial: u64,
+        workloads: &[&str],
+        file: &Path,
+    ) -> PathBuf {
         let pem = |path: &Path| std::fs::read_to_string(path).expect("PEM");
         let host = |port: u16| format!("10.0.2.2:{port}");
         let draft = edgeward_config::draft::Draft {
@@ -169,6 +201,7 @@ impl Central {
             pmus: (1..=streams)
                 .map(|n| (format!("bay-{n}"), 7, host(self.pmu.port)))
                 .collect(),
+            workloads: workloads.iter().map(|name| name.to_string()).collect(),
         };
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).expect("a directory for the configuration");
@@ -185,9 +218,18 @@ impl Central {
     }
 }
 
+fn toml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// A writable copy of `image`'s disk at `disk`, configured with `config` (`edgeward image
 /// configure`).
 pub fn configured_disk(image: &Path, config: &Path, disk: &Path) {
+    configured_disk_with(image, config, &[], disk);
+}
+
+/// [`configured_disk`] with the workload bundles `workloads` on its ESP.
+pub fn configured_disk_with(image: &Path, config: &Path, workloads: &[&Path], disk: &Path) {
     let copied = Command::new("cp")
         .arg("--sparse=always")
         .arg(image.join("disk.img"))
@@ -195,7 +237,7 @@ pub fn configured_disk(image: &Path, config: &Path, disk: &Path) {
         .status()
         .expect("cp");
     assert!(copied.success());
-    run_edgeward(&[
+    let mut args: Vec<String> = [
         "image",
         "configure",
         "--image",
@@ -204,5 +246,13 @@ pub fn configured_disk(image: &Path, config: &Path, disk: &Path) {
         &disk.to_string_lossy(),
         "--config",
         &config.to_string_lossy(),
-    ]);
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    for bundle in workloads {
+        args.push("--workload".into());
+        args.push(bundle.to_string_lossy().into_owned());
+    }
+    run_edgeward(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }

@@ -17,7 +17,8 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgeward_tests::appliance::{configured_disk, Central, Release, RATE};
+use edgeward_tests::appliance::{configured_disk, configured_disk_with, Central, Release, RATE};
+use edgeward_tests::workloads::{bundle, example_workload};
 use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe};
 use edgeward_tests::qemu::{self, Vm};
 use edgeward_tests::{build_image, build_image_with, run_edgeward, shipped_agent_binary};
@@ -57,12 +58,17 @@ fn now() -> f64 {
 fn replace_config_on_disk(disk: &Path, text: &str, scratch: &Path) {
     let file = scratch.join("device.toml");
     std::fs::write(&file, text).expect("write");
+    replace_on_esp(disk, &file, "EFI/edgeward/device.toml");
+}
+
+/// Overwrites `target` on `disk`'s ESP with `file`.
+fn replace_on_esp(disk: &Path, file: &Path, target: &str) {
     let status = Command::new("mcopy")
         .arg("-o")
         .arg("-i")
         .arg(format!("{}@@1048576", disk.display()))
-        .arg(&file)
-        .arg("::EFI/edgeward/device.toml")
+        .arg(file)
+        .arg(format!("::{target}"))
         .env("MTOOLS_SKIP_CHECK", "1")
         .status()
         .expect("mcopy");
@@ -429,4 +435,271 @@ fn an_unreleased_image_gets_no_certificate_and_publishes_nothing() {
     assert_eq!(device["certificates"], serde_json::json!([]), "{device}");
     assert!(device["attested_until"].is_null(), "{device}");
     assert_eq!(device["last_verdict"]["accepted"], false, "{device}");
+}
+
+/// The digest `edgeward-agent workload verify` gives a bundle's manifest.
+fn manifest_digest(bundle: &Path, trust: &Path) -> String {
+    let output = Command::new(edgeward_tests::agent_binary())
+        .args(["workload", "verify"])
+        .arg(bundle)
+        .arg("--trust")
+        .arg(trust)
+        .output()
+        .expect("the agent runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    said["manifest_sha256"].as_str().expect("a digest").to_owned()
+}
+
+/// Signed workloads in the booted appliance: bundles on the ESP that the signed configuration
+/// lists. One signed with another key is refused at boot in one line and never measured; the
+/// others are measured into PCR 15 before the first attestation, which the verifier (with them
+/// released) accepts naming them; the frequency alarm reads bay-1's samples and its alerts
+/// reach `notifications` under its name; the probe finds itself alone, unprivileged and
+/// confined, reads samples, and is killed at its size's memory limit; a bundle whose image was
+/// altered after signing launches (its signature is sound) and fails when the altered block
+/// is read, which dm-verity refuses. Streaming goes on: three blocks verify.
+#[test]
+fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
+    let Some(release) = release() else { return };
+    let dir = release.dir.join("workloads");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = release.keys.join("workload.key");
+    let trust = release.keys.join("workload.pub");
+    let bundles = dir.join("bundles");
+    std::fs::create_dir_all(&bundles).expect("dir");
+    let alarm = bundle(
+        &example_workload("freq-alarm"),
+        "freq-alarm",
+        "/bin/freq-alarm --band-mhz 50 --hold-off-s 5",
+        &["--stream", "bay-1", "--size", "s"],
+        Some(&key),
+        &bundles.join("freq-alarm.ewb"),
+    );
+    let probe_binary = example_workload("workload-probe");
+    let probe = bundle(
+        &probe_binary,
+        "probe",
+        "/bin/workload-probe --read-samples 5 --allocate-mib 200",
+        &["--stream", "bay-1", "--size", "s", "--restart", "never"],
+        Some(&key),
+        &bundles.join("probe.ewb"),
+    );
+    let tampered = bundle(
+        &probe_binary,
+        "tampered",
+        "/bin/workload-probe",
+        &["--size", "s", "--restart", "never"],
+        Some(&key),
+        &bundles.join("tampered.ewb"),
+    );
+    let foreign_keys = dir.join("foreign-keys");
+    if !foreign_keys.join("workload.key").is_file() {
+        run_edgeward(&["keys", "init", &foreign_keys.to_string_lossy()]);
+    }
+    let foreign_valid = bundle(
+        &probe_binary,
+        "foreign",
+        "/bin/workload-probe",
+        &[],
+        Some(&key),
+        &bundles.join("foreign.ewb"),
+    );
+    let foreign = bundle(
+        &probe_binary,
+        "foreign",
+        "/bin/workload-probe",
+        &[],
+        Some(&foreign_keys.join("workload.key")),
+        &dir.join("foreign.ewb"),
+    );
+    // The tampered bundle's image altered past its signing: a byte of the probe's code.
+    let altered = dir.join("tampered.ewb");
+    {
+        let mut bytes = std::fs::read(&tampered).expect("bundle");
+        let header =
+            edgeward_bundle::Header::parse(&bytes, bytes.len() as u64).expect("a header");
+        let at = header.layout().image.start as usize + 3 * 4096 + 100;
+        bytes[at] ^= 0x01;
+        std::fs::write(&altered, bytes).expect("altered copy");
+    }
+    let digests: Vec<(String, String)> = [("freq-alarm", &alarm), ("probe", &probe)]
+        .iter()
+        .map(|(name, path)| (name.to_string(), manifest_digest(path, &trust)))
+        .collect();
+
+    let released = dir.join("released-workloads.json");
+    run_edgeward(&[
+        "workload",
+        "release",
+        &alarm.to_string_lossy(),
+        &probe.to_string_lossy(),
+        &tampered.to_string_lossy(),
+        "--keys",
+        &release.keys.to_string_lossy(),
+        "--out",
+        &released.to_string_lossy(),
+    ]);
+    let _one = ONE_VM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(central) =
+        Central::start_releasing(&dir.join("central"), release, &[&release.image], Some(&released))
+    else {
+        return;
+    };
+    let config = central.device_config_with_workloads(
+        release,
+        1,
+        1,
+        &["freq-alarm.ewb", "probe.ewb", "tampered.ewb", "foreign.ewb"],
+        &dir.join("device.toml"),
+    );
+    let disk = dir.join("disk.img");
+    configured_disk_with(
+        &release.image,
+        &config,
+        &[&alarm, &probe, &tampered, &foreign_valid],
+        &disk,
+    );
+    // Someone with the disk in hand swaps two bundles: one signed by another key, one whose
+    // image was altered.
+    replace_on_esp(&disk, &foreign, "EFI/edgeward/workloads/foreign.ewb");
+    replace_on_esp(&disk, &altered, "EFI/edgeward/workloads/tampered.ewb");
+    // `image configure` itself refuses both.
+    for (given, reason) in [
+        ([&alarm, &probe, &tampered, &foreign], "does not verify with the trusted key"),
+        ([&alarm, &probe, &altered, &foreign_valid], "does not match its hash"),
+    ] {
+        let mut command = Command::new(edgeward_tests::edgeward_binary());
+        command
+            .args(["image", "configure", "--image"])
+            .arg(&release.image)
+            .arg("--disk")
+            .arg(dir.join("unused.img"))
+            .arg("--config")
+            .arg(&config);
+        for file in given {
+            command.arg("--workload").arg(file);
+        }
+        let refused = command.output().expect("runs");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && said.contains(reason), "{said}");
+    }
+
+    let store = dir.join("store");
+    let recorder = central
+        .platform
+        .recorder_trusting(&store, &central.device_ca);
+    let notifications = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &central.platform.mqtt_port.to_string()])
+        .arg("--cafile")
+        .arg(central.platform.pki("ca.crt"))
+        .arg("--cert")
+        .arg(central.platform.pki("recorder.crt"))
+        .arg("--key")
+        .arg(central.platform.pki("recorder.key"))
+        .args(["-t", "notifications", "-v", "-q", "1", "-C", "6", "-W", "240"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs");
+    let mut vm = Vm::start(&release.image, &disk, &dir.join("tpm"), &dir.join("console.log"));
+    let refusal = vm
+        .wait_for("EDGEWARD-WORKLOAD-REFUSED", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("the foreign bundle not refused: {}", console_text(&vm)));
+    assert!(
+        refusal.contains("foreign.ewb") && refusal.contains("does not verify with the trusted key"),
+        "{refusal}"
+    );
+    eprintln!("refused as expected (another key): {refusal}");
+    let accepted = vm
+        .wait_for("attestation accepted", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("no attestation: {}", console_text(&vm)));
+    for name in ["freq-alarm 1.0.0", "probe 1.0.0", "tampered 1.0.0"] {
+        assert!(accepted.contains(name), "{name} not in the verdict: {accepted}");
+    }
+    assert!(!accepted.contains("foreign"), "{accepted}");
+    eprintln!("attested with its workloads: {accepted}");
+    vm.wait_for("killed at its memory limit", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("the probe not stopped at its limit: {}", console_text(&vm)));
+    vm.wait_for("is corrupted", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("dm-verity did not refuse the altered block: {}", console_text(&vm)));
+    wait_until(
+        "three blocks at the recorder",
+        Duration::from_secs(90),
+        || block_files_of(&store, POINT).len() >= 3,
+    );
+    let heard = notifications.wait_with_output().expect("subscriber");
+    let heard = String::from_utf8_lossy(&heard.stdout).into_owned();
+    vm.power_button();
+    vm.wait_for("EDGEWARD-STOPPED", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no clean stop: {}", console_text(&vm)));
+    assert!(vm.wait_exit(Duration::from_secs(30)), "powers off");
+    drop(recorder);
+    let console = console_text(&vm);
+
+    // Measured: each admitted manifest's digest, as the host computes it, went into PCR 15.
+    for (name, digest) in &digests {
+        assert!(
+            console.lines().any(|line| line.contains("workload measured")
+                && line.contains(name.as_str())
+                && line.contains(digest.as_str())),
+            "{name} measured with {digest}: {console}"
+        );
+    }
+    assert!(
+        !console
+            .lines()
+            .any(|line| line.contains("workload measured") && line.contains("foreign")),
+        "the refused bundle was not measured"
+    );
+    // The probe, from inside its sandbox.
+    for check in [
+        "pid-1",
+        "no-other-processes",
+        "unprivileged-user",
+        "no-capabilities-CapEff",
+        "no-capabilities-CapBnd",
+        "seccomp-filter",
+        "cannot-write-/probe-was-here",
+        "writes-tmp",
+        "sees-no-appliance-files",
+        "minimal-dev",
+        "no-ip-sockets",
+        "reads-samples",
+    ] {
+        assert!(
+            console.contains(&format!("probe: {check} ok")),
+            "{check} not ok: {console}"
+        );
+    }
+    assert!(console.contains("probe: done, 0 failed"), "{console}");
+    assert!(
+        !console.contains("allocated 200 MiB and was not stopped"),
+        "the memory limit held"
+    );
+    // The tampered probe never got to say anything.
+    assert!(
+        !console
+            .lines()
+            .any(|line| line.contains("tampered") && line.contains("probe: done")),
+        "{console}"
+    );
+    // On the platform, under the workloads' names.
+    eprintln!("notifications:\n{heard}");
+    assert!(heard.contains("Frequency out of band"), "{heard}");
+    assert!(heard.contains("workload/freq-alarm"), "{heard}");
+    assert!(
+        heard.contains("Workload refused") && heard.contains("workload/foreign"),
+        "{heard}"
+    );
+    assert!(
+        heard.contains("killed at its memory limit") && heard.contains("workload/probe"),
+        "{heard}"
+    );
+    let (ok, report) = central
+        .platform
+        .verify_data_trusting(&store, &central.device_ca);
+    assert!(ok, "verify-data:\n{report}");
 }

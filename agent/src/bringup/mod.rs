@@ -70,6 +70,11 @@ pub fn run() -> Result<Ended> {
             return Ok(Ended::Refused(reason));
         }
     };
+    // Read from the ESP, which stays mounted read-only while the appliance runs.
+    let workload_bundles = crate::workload_role::bundle_paths(
+        &esp.join(crate::workload_role::BUNDLES_ON_ESP),
+        &config.workloads,
+    );
     // The one TPM owner, from here to power-off: first it judges the configuration's serial.
     let tpm = Tpm::open(TCTI)?;
     let admitted = match admit_serial(&tpm, config.serial) {
@@ -165,6 +170,8 @@ pub fn run() -> Result<Ended> {
             tpm,
             event_log: PathBuf::from(crate::attest_role::EVENT_LOG),
             network,
+            workloads: workload_bundles,
+            workload_key: PathBuf::from(crate::workload_role::TRUST_KEY),
         };
         appliance.run(stop).await
     });
