@@ -137,8 +137,8 @@ pub fn run(command: WorkloadCommand) -> Result<()> {
             let trusted = edgeward_bundle::signature::TrustedKey::from_pem(&trusted)?;
             let mut released = Vec::new();
             for path in &bundles {
-                let bytes =
-                    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
                 let len = bytes.len() as u64;
                 let header = edgeward_bundle::Header::parse(&bytes, len)
                     .with_context(|| format!("{} is not released", path.display()))?;

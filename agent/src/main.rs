@@ -113,7 +113,11 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = attest::EVENT_LOG)]
         event_log: PathBuf,
         /// Where the workload bundles the configuration lists are.
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/edgeward/workloads")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/edgeward/workloads"
+        )]
         workloads: PathBuf,
         /// The key they must be signed with (PEM).
         #[arg(long, value_name = "KEY", default_value = edgeward_agent::workload_role::TRUST_KEY)]

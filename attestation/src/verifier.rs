@@ -1109,8 +1109,13 @@ fn log_differs_from_tpm(
     if let (true, Some(values)) = (authentic, reported) {
         for ((pcr, from_log), in_tpm) in expected.iter().zip(values) {
             if in_tpm != from_log.as_slice() {
+                let log = if *pcr == WORKLOAD_PCR {
+                    "the agent's log of launched workloads"
+                } else {
+                    "the event log"
+                };
                 reasons.push(format!(
-                    "PCR {pcr} is {} in the TPM's signed quote but the event log replays to {}: \
+                    "PCR {pcr} is {} in the TPM's signed quote but {log} replays to {}: \
                      the log was altered, or the PCR was extended after boot without a log entry",
                     hex::encode(in_tpm),
                     hex::encode(from_log)

@@ -50,7 +50,10 @@ pub const WORKLOADS_DIR: &str = "EFI/edgeward/workloads";
 /// Checks a bundle as the appliance will (the signature with the image's workload key) and
 /// every block of its image against its sealed root hash, so that a disk is not written with
 /// a workload that would be refused at boot.
-fn check_bundle(path: &Path, key: &edgeward_bundle::signature::TrustedKey) -> Result<(), ConfigureError> {
+fn check_bundle(
+    path: &Path,
+    key: &edgeward_bundle::signature::TrustedKey,
+) -> Result<(), ConfigureError> {
     let refused = |source| ConfigureError::Bundle {
         file: path.display().to_string(),
         source,
@@ -101,12 +104,13 @@ pub fn configure(
     }
     if !workloads.is_empty() {
         let key_text = String::from_utf8_lossy(&read(&image.join("workload.pub"))?).into_owned();
-        let key = edgeward_bundle::signature::TrustedKey::from_pem(&key_text).map_err(|source| {
-            ConfigureError::Bundle {
-                file: image.join("workload.pub").display().to_string(),
-                source,
-            }
-        })?;
+        let key =
+            edgeward_bundle::signature::TrustedKey::from_pem(&key_text).map_err(|source| {
+                ConfigureError::Bundle {
+                    file: image.join("workload.pub").display().to_string(),
+                    source,
+                }
+            })?;
         for path in workloads {
             check_bundle(path, &key)?;
         }
@@ -126,11 +130,22 @@ pub fn configure(
     }
     let mut copies = vec![
         (config.to_owned(), format!("{CONFIG_DIR}/device.toml")),
-        (signature_path.clone(), format!("{CONFIG_DIR}/device.toml.sig")),
+        (
+            signature_path.clone(),
+            format!("{CONFIG_DIR}/device.toml.sig"),
+        ),
     ];
     if !workloads.is_empty() {
-        if run(&mut mtools(&["mdir", &format!("::{WORKLOADS_DIR}")]), "mtools").is_err() {
-            run(&mut mtools(&["mmd", &format!("::{WORKLOADS_DIR}")]), "mtools")?;
+        if run(
+            &mut mtools(&["mdir", &format!("::{WORKLOADS_DIR}")]),
+            "mtools",
+        )
+        .is_err()
+        {
+            run(
+                &mut mtools(&["mmd", &format!("::{WORKLOADS_DIR}")]),
+                "mtools",
+            )?;
         }
         for (path, name) in workloads.iter().zip(&given) {
             copies.push((path.clone(), format!("{WORKLOADS_DIR}/{name}")));
@@ -138,7 +153,9 @@ pub fn configure(
     }
     for (source, target) in copies {
         run(
-            mtools(&["mcopy", "-o"]).arg(source).arg(format!("::{target}")),
+            mtools(&["mcopy", "-o"])
+                .arg(source)
+                .arg(format!("::{target}")),
             "mtools",
         )?;
     }

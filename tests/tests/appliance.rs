@@ -18,9 +18,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgeward_tests::appliance::{configured_disk, configured_disk_with, Central, Release, RATE};
-use edgeward_tests::workloads::{bundle, example_workload};
 use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe};
 use edgeward_tests::qemu::{self, Vm};
+use edgeward_tests::workloads::{bundle, example_workload};
 use edgeward_tests::{build_image, build_image_with, run_edgeward, shipped_agent_binary};
 
 const POINT: &str = "sub1/bay-50/bay-1";
@@ -446,9 +446,16 @@ fn manifest_digest(bundle: &Path, trust: &Path) -> String {
         .arg(trust)
         .output()
         .expect("the agent runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let said: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    said["manifest_sha256"].as_str().expect("a digest").to_owned()
+    said["manifest_sha256"]
+        .as_str()
+        .expect("a digest")
+        .to_owned()
 }
 
 /// Signed workloads in the booted appliance: bundles on the ESP that the signed configuration
@@ -517,8 +524,7 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     let altered = dir.join("tampered.ewb");
     {
         let mut bytes = std::fs::read(&tampered).expect("bundle");
-        let header =
-            edgeward_bundle::Header::parse(&bytes, bytes.len() as u64).expect("a header");
+        let header = edgeward_bundle::Header::parse(&bytes, bytes.len() as u64).expect("a header");
         let at = header.layout().image.start as usize + 3 * 4096 + 100;
         bytes[at] ^= 0x01;
         std::fs::write(&altered, bytes).expect("altered copy");
@@ -543,9 +549,12 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     let _one = ONE_VM
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(central) =
-        Central::start_releasing(&dir.join("central"), release, &[&release.image], Some(&released))
-    else {
+    let Some(central) = Central::start_releasing(
+        &dir.join("central"),
+        release,
+        &[&release.image],
+        Some(&released),
+    ) else {
         return;
     };
     let config = central.device_config_with_workloads(
@@ -568,8 +577,14 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     replace_on_esp(&disk, &altered, "EFI/edgeward/workloads/tampered.ewb");
     // `image configure` itself refuses both.
     for (given, reason) in [
-        ([&alarm, &probe, &tampered, &foreign], "does not verify with the trusted key"),
-        ([&alarm, &probe, &altered, &foreign_valid], "does not match its hash"),
+        (
+            [&alarm, &probe, &tampered, &foreign],
+            "does not verify with the trusted key",
+        ),
+        (
+            [&alarm, &probe, &altered, &foreign_valid],
+            "does not match its hash",
+        ),
     ] {
         let mut command = Command::new(edgeward_tests::edgeward_binary());
         command
@@ -592,19 +607,39 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
         .platform
         .recorder_trusting(&store, &central.device_ca);
     let notifications = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &central.platform.mqtt_port.to_string()])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &central.platform.mqtt_port.to_string(),
+        ])
         .arg("--cafile")
         .arg(central.platform.pki("ca.crt"))
         .arg("--cert")
         .arg(central.platform.pki("recorder.crt"))
         .arg("--key")
         .arg(central.platform.pki("recorder.key"))
-        .args(["-t", "notifications", "-v", "-q", "1", "-C", "6", "-W", "240"])
+        .args([
+            "-t",
+            "notifications",
+            "-v",
+            "-q",
+            "1",
+            "-C",
+            "6",
+            "-W",
+            "240",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("mosquitto_sub runs");
-    let mut vm = Vm::start(&release.image, &disk, &dir.join("tpm"), &dir.join("console.log"));
+    let mut vm = Vm::start(
+        &release.image,
+        &disk,
+        &dir.join("tpm"),
+        &dir.join("console.log"),
+    );
     let refusal = vm
         .wait_for("EDGEWARD-WORKLOAD-REFUSED", Duration::from_secs(120))
         .unwrap_or_else(|| panic!("the foreign bundle not refused: {}", console_text(&vm)));
@@ -617,14 +652,22 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
         .wait_for("attestation accepted", Duration::from_secs(120))
         .unwrap_or_else(|| panic!("no attestation: {}", console_text(&vm)));
     for name in ["freq-alarm 1.0.0", "probe 1.0.0", "tampered 1.0.0"] {
-        assert!(accepted.contains(name), "{name} not in the verdict: {accepted}");
+        assert!(
+            accepted.contains(name),
+            "{name} not in the verdict: {accepted}"
+        );
     }
     assert!(!accepted.contains("foreign"), "{accepted}");
     eprintln!("attested with its workloads: {accepted}");
     vm.wait_for("killed at its memory limit", Duration::from_secs(120))
         .unwrap_or_else(|| panic!("the probe not stopped at its limit: {}", console_text(&vm)));
     vm.wait_for("is corrupted", Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("dm-verity did not refuse the altered block: {}", console_text(&vm)));
+        .unwrap_or_else(|| {
+            panic!(
+                "dm-verity did not refuse the altered block: {}",
+                console_text(&vm)
+            )
+        });
     wait_until(
         "three blocks at the recorder",
         Duration::from_secs(90),
@@ -642,9 +685,11 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     // Measured: each admitted manifest's digest, as the host computes it, went into PCR 15.
     for (name, digest) in &digests {
         assert!(
-            console.lines().any(|line| line.contains("workload measured")
-                && line.contains(name.as_str())
-                && line.contains(digest.as_str())),
+            console
+                .lines()
+                .any(|line| line.contains("workload measured")
+                    && line.contains(name.as_str())
+                    && line.contains(digest.as_str())),
             "{name} measured with {digest}: {console}"
         );
     }

@@ -25,6 +25,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use edgeward_attestation::agent_log::AgentEvent;
 use edgeward_attestation::api::{AttestRequest, EkKey, Hex, RegisterRequest};
 use edgeward_attestation::tpm::{
     create_attestation_keys, load_attestation_keys, open, quote_with, read_ek_certificate, EkKind,
@@ -127,6 +128,21 @@ fn crafted_attest(
     pcrs: &[u8],
     log: &[u8],
 ) -> Value {
+    crafted_attest_logged(tpm, ak, device, quote_nonce, claimed_nonce, pcrs, log, &[])
+}
+
+/// [`crafted_attest`] with the agent's log of its own measurements (the workloads it launched).
+#[allow(clippy::too_many_arguments)]
+fn crafted_attest_logged(
+    tpm: &Swtpm,
+    ak: &KeyBlob,
+    device: &str,
+    quote_nonce: &[u8],
+    claimed_nonce: &[u8],
+    pcrs: &[u8],
+    log: &[u8],
+    agent_log: &[AgentEvent],
+) -> Value {
     let mut context = open(&tpm.tcti()).expect("TPM");
     let keys = load_attestation_keys(&mut context, EkKind::Rsa, ak).expect("the AK loads");
     let selection = PcrSelection {
@@ -148,7 +164,7 @@ fn crafted_attest(
         signature: Hex(quote.signature),
         pcr_values: Default::default(),
         event_log: Hex(log.to_vec()),
-        agent_log: Vec::new(),
+        agent_log: agent_log.to_vec(),
     })
     .expect("JSON")
 }
@@ -643,6 +659,54 @@ fn remote_attestation_end_to_end() {
         (status, answer["error"].as_str()),
         (403, Some("attestation_required")),
         "{answer}"
+    );
+
+    // A workload launched as the agent launches one (its manifest's digest into PCR 15, an
+    // entry in the agent's log) that no one released: refused by name. The same quote with the
+    // workload left out of the agent's log: the log no longer replays to the quoted PCR 15.
+    let rogue_manifest: [u8; 32] = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(b"format = 1\nname = \"rogue\"\n").into()
+    };
+    tpm.extend(15, rogue_manifest);
+    let rogue = AgentEvent::workload(rogue_manifest, "rogue", "6.6.6");
+    let (issued, _) = nonce(&verifier, "bay-1");
+    let body = crafted_attest_logged(
+        &tpm,
+        &ak,
+        "bay-1",
+        &issued,
+        &issued,
+        &pcrs,
+        &live_log,
+        &[rogue],
+    );
+    let (status, answer) = verifier.post("attest", &body);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("workload rogue 6.6.6 (manifest")
+                && reason.contains("is not released")),
+        "{answer}"
+    );
+    eprintln!(
+        "refused as expected (an unreleased workload): {}",
+        answer["reason"]
+    );
+    let (issued, _) = nonce(&verifier, "bay-1");
+    let body = crafted_attest(&tpm, &ak, "bay-1", &issued, &issued, &pcrs, &live_log);
+    let (status, answer) = verifier.post("attest", &body);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("is not what the event log replays to")),
+        "{answer}"
+    );
+    eprintln!(
+        "refused as expected (a workload left out of the agent's log): {}",
+        answer["reason"]
     );
 
     // A PCR extended after boot without a log entry.
