@@ -50,6 +50,9 @@ pub enum ImageCommand {
         /// Debian's signed kernel, its drivers loaded as modules at boot.
         #[arg(long, value_enum, default_value_t = Kernel::Appliance)]
         kernel: Kernel,
+        /// The ESP's size in MiB (at least): room for the workload bundles beside the UKI.
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        esp_mib: u64,
     },
     /// Build the appliance kernel into the cache if it is not there, and print its path.
     Kernel {
@@ -138,6 +141,7 @@ pub fn image(command: ImageCommand) -> Result<()> {
             image_version,
             virt_fw_vars,
             kernel,
+            esp_mib,
         } => {
             let agent = match agent {
                 Some(agent) => agent,
@@ -156,6 +160,7 @@ pub fn image(command: ImageCommand) -> Result<()> {
             if let Some(version) = image_version {
                 options.image_version = version;
             }
+            options.esp_mib = esp_mib;
             options.virt_fw_vars = virt_fw_vars.unwrap_or_else(find_virt_fw_vars);
             if let Kernel::Debian = kernel {
                 options = options.with_debian_kernel();

@@ -457,7 +457,14 @@ async fn admit_workloads(
         }
     };
     let host = match Host::new(tpm.clone(), key, notices, tap, own) {
-        Ok(host) => host,
+        Ok(mut host) => {
+            host.bench = std::fs::read_to_string("/proc/cmdline").is_ok_and(|cmdline| {
+                cmdline
+                    .split_whitespace()
+                    .any(|word| word == crate::workload_role::BENCH_SWITCH)
+            });
+            host
+        }
         Err(error) => {
             error!(error = %format!("{error:#}"), "no workload runs");
             health.set("workloads", format!("failed: {error:#}"));

@@ -139,7 +139,14 @@ pub struct Host {
     pub own_binary: PathBuf,
     pub notices: Notices,
     pub tap: Tap,
+    /// Measure each image's read rate, through dm-verity and raw, before it runs (an image
+    /// built with `edgeward.bench=workloads` on its command line: the benchmark's, never a
+    /// release).
+    pub bench: bool,
 }
+
+/// The kernel command line's switch for [`Host::bench`].
+pub const BENCH_SWITCH: &str = "edgeward.bench=workloads";
 
 /// A bundle whose signature verified and whose manifest is measured: ready to run.
 pub struct Admitted {
@@ -189,6 +196,7 @@ impl Host {
             own_binary,
             notices,
             tap,
+            bench: false,
         })
     }
 
@@ -200,6 +208,7 @@ impl Host {
             .file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
+        let started = Instant::now();
         let (file, verified) = match edgeward_workload::image::open(path, &self.key) {
             Ok(opened) => opened,
             Err(error) => {
@@ -225,6 +234,7 @@ impl Host {
             version = %manifest.version,
             manifest_sha256 = %hex::encode(verified.manifest_digest),
             pcr = edgeward_attestation::agent_log::WORKLOAD_PCR,
+            admit_ms = started.elapsed().as_secs_f64() * 1000.0,
             "workload measured"
         );
         Ok(Admitted {
@@ -253,9 +263,22 @@ impl Host {
         }
         std::fs::set_permissions(&io, std::fs::Permissions::from_mode(0o755))?;
         let device = DeviceName::new(&format!("edgeward-workload-{name}"))?;
+        let mapping = Instant::now();
         let image = MappedImage::map(&admitted.file, &admitted.verified, device, &root)
             .with_context(|| format!("{name}: cannot map its image"))?;
-        info!(workload = %name, device = ?image.device(), at = %root.display(), "image mapped through dm-verity");
+        info!(
+            workload = %name,
+            device = ?image.device(),
+            at = %root.display(),
+            map_ms = mapping.elapsed().as_secs_f64() * 1000.0,
+            "image mapped through dm-verity"
+        );
+        if self.bench {
+            match read_rates(admitted, &root, &dir.join("raw")) {
+                Ok(line) => println!("EDGEWARD-BENCH workload={name} {line}"),
+                Err(error) => error!(error = %format!("{error:#}"), "the read benchmark failed"),
+            }
+        }
         let limits = manifest.size.limits();
         let cgroup = self.cgroups.create(&manifest.name, &limits)?;
         let spec = SandboxSpec {
@@ -368,10 +391,20 @@ impl Host {
         info!(workload = %name, uid = spec.uid, command = %spec.command, "workload started");
         let mut output = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            output.push(tokio::spawn(log_lines(stdout, name.clone(), "stdout")));
+            output.push(tokio::spawn(log_lines(
+                stdout,
+                name.clone(),
+                "stdout",
+                started,
+            )));
         }
         if let Some(stderr) = child.stderr.take() {
-            output.push(tokio::spawn(log_lines(stderr, name.clone(), "stderr")));
+            output.push(tokio::spawn(log_lines(
+                stderr,
+                name.clone(),
+                "stderr",
+                started,
+            )));
         }
         let (status, stopped) = tokio::select! {
             status = child.wait() => (status?, false),
@@ -432,14 +465,25 @@ impl Host {
     }
 }
 
-/// Each line the workload writes, into the log under its name.
+/// Each line the workload writes, into the log under its name; the first with how long after
+/// the sandbox's start it came (the launch's last step).
 async fn log_lines(
     stream: impl tokio::io::AsyncRead + Unpin,
     workload: String,
     which: &'static str,
+    started: Instant,
 ) {
     let mut lines = BufReader::new(stream).lines();
+    let mut first = true;
     while let Ok(Some(line)) = lines.next_line().await {
+        if std::mem::take(&mut first) {
+            info!(
+                workload = %workload,
+                stream = which,
+                after_start_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "first output"
+            );
+        }
         info!(target: "edgeward_agent::workload", workload = %workload, stream = which, "{line}");
     }
 }
@@ -551,6 +595,56 @@ async fn converse(
             }
         }
     }
+}
+
+/// Reads every file of the mapped image (at `root`) with the page cache dropped, then the same
+/// files from the image mounted through a plain loop device at `raw` (no verity), and says both
+/// rates: what dm-verity's checking costs a workload reading its files. The benchmark's only.
+fn read_rates(admitted: &Admitted, root: &Path, raw: &Path) -> Result<String> {
+    use edgeward_blockdev::loop_device::LoopDevice;
+    fn read_tree(dir: &Path) -> Result<u64> {
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                bytes += read_tree(&entry.path())?;
+            } else if kind.is_file() {
+                let mut file = File::open(entry.path())?;
+                bytes += std::io::copy(&mut file, &mut std::io::sink())?;
+            }
+        }
+        Ok(bytes)
+    }
+    fn timed(dir: &Path) -> Result<(u64, f64)> {
+        nix::unistd::sync();
+        std::fs::write("/proc/sys/vm/drop_caches", "3").context("cannot drop the page cache")?;
+        let started = Instant::now();
+        let bytes = read_tree(dir)?;
+        Ok((bytes, started.elapsed().as_secs_f64()))
+    }
+    let (bytes, verity_s) = timed(root)?;
+    let image = &admitted.verified.layout.image;
+    let device = LoopDevice::attach(&admitted.file, image.start, image.end - image.start)?;
+    std::fs::create_dir_all(raw)?;
+    nix::mount::mount(
+        Some(&device.path),
+        raw,
+        Some("erofs"),
+        nix::mount::MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .context("cannot mount the raw image")?;
+    let raw_read = timed(raw);
+    let _ = nix::mount::umount2(raw, nix::mount::MntFlags::MNT_DETACH);
+    drop(device);
+    let (_, raw_s) = raw_read?;
+    let rate = |seconds: f64| bytes as f64 / seconds.max(1e-9) / 1e6;
+    Ok(format!(
+        "bytes={bytes} verity_s={verity_s:.3} verity_mb_s={:.1} raw_s={raw_s:.3} raw_mb_s={:.1}",
+        rate(verity_s),
+        rate(raw_s)
+    ))
 }
 
 /// The device configuration's bundles, in `dir` (the ESP's [`BUNDLES_ON_ESP`] in the

@@ -418,6 +418,9 @@ pub struct VerdictRecord {
     /// The checks the policy skipped, by name.
     #[serde(default)]
     pub skipped: Vec<SkippedCheck>,
+    /// The released workloads the agent's log showed running.
+    #[serde(default)]
+    pub workloads: Vec<String>,
 }
 
 /// The boot an accepted attestation came from: a certification must come from the same one.
@@ -909,6 +912,7 @@ pub fn appraise_attestation(
         manifest: manifest.clone(),
         reasons: reasons.clone(),
         skipped: skipped.clone(),
+        workloads: workloads.clone(),
     });
     let verdict = Verdict {
         device: record.id.to_string(),

@@ -118,6 +118,9 @@ pub struct BuildOptions {
     pub virt_fw_vars: PathBuf,
     /// The data partition's size in MiB.
     pub data_mib: u64,
+    /// The ESP's size in MiB at least (it holds the UKI, the device configuration and the
+    /// workload bundles); the UKI's size and a margin if that is more.
+    pub esp_mib: u64,
 }
 
 impl BuildOptions {
@@ -140,6 +143,7 @@ impl BuildOptions {
             runtime_libraries: vec!["libtss2-tcti-device.so.0".into()],
             virt_fw_vars: "virt-fw-vars".into(),
             data_mib: 2048,
+            esp_mib: 64,
         }
     }
 
@@ -523,7 +527,7 @@ fn disk(
     uki_len: u64,
     root: Option<&Path>,
 ) -> Result<(), BuildError> {
-    let esp_mib = ((uki_len * 5 / 4) / MIB + 8).max(40);
+    let esp_mib = ((uki_len * 5 / 4) / MIB + 8).max(options.esp_mib);
     let esp = work.join("esp.img");
     let _ = std::fs::remove_file(&esp);
     let fixed_time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_735_689_600);

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::appliance::{configured_disk, Central, Release};
+use crate::appliance::{configured_disk_with, Central, Release};
 use crate::platform::Platform;
 use crate::pypmu::PyPmu;
 use crate::qemu::Vm;
@@ -166,6 +166,80 @@ pub struct ApplianceDemo {
     pub out: PathBuf,
     pub blocks: usize,
     pub hold: u64,
+    /// Signed workload bundles to release, configure and run in the appliance.
+    pub workloads: Vec<PathBuf>,
+}
+
+/// How long the demo waits, after the first verified block, for a workload's first alert.
+const FIRST_ALERT_WITHIN: Duration = Duration::from_secs(60);
+
+/// The `notifications` the broker carries, collected by a subscriber as they arrive.
+struct Notifications {
+    child: std::process::Child,
+    heard: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Notifications {
+    fn subscribe(platform: &crate::platform::Platform) -> Result<Self, String> {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
+            .arg("--cafile")
+            .arg(platform.pki("ca.crt"))
+            .arg("--cert")
+            .arg(platform.pki("recorder.crt"))
+            .arg("--key")
+            .arg(platform.pki("recorder.key"))
+            .args(["-t", "notifications", "-q", "1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|error| format!("mosquitto_sub does not run: {error}"))?;
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(stdout) = child.stdout.take() {
+            let heard = heard.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Ok(message) = serde_json::from_str(&line) {
+                        heard
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(message);
+                    }
+                }
+            });
+        }
+        Ok(Self { child, heard })
+    }
+
+    /// The workloads' own alerts so far (tag `<device>/workload/<name>/…`, not the appliance's
+    /// notices about them).
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        self.heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|message| {
+                let tag = message["tag"].as_str().unwrap_or_default();
+                tag.contains("/workload/")
+                    && !matches!(
+                        message["title"].as_str(),
+                        Some("Workload refused" | "Workload ended")
+                    )
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// How long the appliance has to deliver its first verified block.
@@ -205,7 +279,24 @@ pub fn appliance(options: &ApplianceDemo) -> Result<(), String> {
         keys,
         image: image.clone(),
     };
-    let central = Central::start_in(&out, &release, &[&image])
+    let released = if options.workloads.is_empty() {
+        None
+    } else {
+        let list = out.join("released-workloads.json");
+        let mut args = vec!["workload".to_owned(), "release".to_owned()];
+        for bundle in &options.workloads {
+            args.push(absolute(bundle)?.to_string_lossy().into_owned());
+        }
+        args.extend([
+            "--keys".to_owned(),
+            release.keys.to_string_lossy().into_owned(),
+            "--out".to_owned(),
+            list.to_string_lossy().into_owned(),
+        ]);
+        crate::run_edgeward(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        Some(list)
+    };
+    let central = Central::start_releasing(&out, &release, &[&image], released.as_deref())
         .ok_or("a part of the central side is missing (run scripts/setup)")?;
     let platform = &central.platform;
     say(&format!(
@@ -224,9 +315,33 @@ pub fn appliance(options: &ApplianceDemo) -> Result<(), String> {
         .map_err(|error| format!("cannot copy the verifier's device CA into pki/: {error}"))?;
     let store = out.join("store");
     let mut recorder = platform.recorder_trusting(&store, &central.device_ca);
-    let config = central.device_config(&release);
+    let names: Vec<String> = options
+        .workloads
+        .iter()
+        .map(|bundle| {
+            bundle
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let config = central.device_config_with_workloads(
+        &release,
+        1,
+        1,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        &out.join("device.toml"),
+    );
     let disk = out.join("disk.img");
-    configured_disk(&image, &config, &disk);
+    let bundles: Vec<&Path> = options.workloads.iter().map(PathBuf::as_path).collect();
+    configured_disk_with(&image, &config, &bundles, &disk);
+    let notifications = Notifications::subscribe(platform)?;
+    if !names.is_empty() {
+        say(&format!(
+            "workloads {} released at the verifier and on the disk",
+            names.join(", ")
+        ));
+    }
     say(&format!(
         "{} configured with {} (signed), the TPM in {}",
         disk.display(),
@@ -271,9 +386,13 @@ pub fn appliance(options: &ApplianceDemo) -> Result<(), String> {
             first_verified = Some(elapsed);
         }
         if let Some(first) = first_verified {
-            let held =
-                vm.started.elapsed().saturating_sub(first) >= Duration::from_secs(options.hold);
-            if held && tally.verified >= options.blocks {
+            let since_first = vm.started.elapsed().saturating_sub(first);
+            let held = since_first >= Duration::from_secs(options.hold);
+            // With workloads, their first alert too (or a minute, if none raises one).
+            let alerted = options.workloads.is_empty()
+                || !notifications.alerts().is_empty()
+                || since_first >= FIRST_ALERT_WITHIN;
+            if held && alerted && tally.verified >= options.blocks {
                 break;
             }
         }
@@ -337,6 +456,19 @@ pub fn appliance(options: &ApplianceDemo) -> Result<(), String> {
         ),
         None => println!("first verified block:  none"),
     }
+    if !options.workloads.is_empty() {
+        let alerts = notifications.alerts();
+        match alerts.first() {
+            Some(first) => println!(
+                "workload alerts:       {} (first: {}: {})",
+                alerts.len(),
+                first["title"].as_str().unwrap_or_default(),
+                first["body"].as_str().unwrap_or_default()
+            ),
+            None => println!("workload alerts:       none"),
+        }
+    }
+    drop(notifications);
     println!("left in {}: {LEFT}console.log", out.display());
     if !all_verified {
         return Err("not every block verified".into());
@@ -356,9 +488,18 @@ fn verdict(central: &Central) -> String {
         return format!("{id} {state}, no verdict yet");
     }
     if last["accepted"].as_bool() == Some(true) {
+        let workloads: Vec<&str> = last["workloads"]
+            .as_array()
+            .map(|workloads| workloads.iter().filter_map(|name| name.as_str()).collect())
+            .unwrap_or_default();
         return format!(
-            "{id} accepted ({}), {state}",
-            last["manifest"].as_str().unwrap_or("")
+            "{id} accepted ({}{}), {state}",
+            last["manifest"].as_str().unwrap_or(""),
+            if workloads.is_empty() {
+                String::new()
+            } else {
+                format!("; workloads {}", workloads.join(", "))
+            }
         );
     }
     let reasons: Vec<&str> = last["reasons"]

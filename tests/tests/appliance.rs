@@ -496,7 +496,7 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
         &probe_binary,
         "tampered",
         "/bin/workload-probe",
-        &["--size", "s", "--restart", "never"],
+        &["--size", "s", "--restart", "on-failure"],
         Some(&key),
         &bundles.join("tampered.ewb"),
     );
@@ -723,6 +723,18 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     assert!(
         !console.contains("allocated 200 MiB and was not stopped"),
         "the memory limit held"
+    );
+    // Restarted by its policy (on failure), and failing again at the same block.
+    assert!(
+        console.contains("tampered: killed by signal 7; restarting"),
+        "{console}"
+    );
+    // The power button stopped the alarm cleanly (SIGTERM, which it does not handle, ends it).
+    assert!(
+        console
+            .lines()
+            .any(|line| line.contains("workload stopped") && line.contains("freq-alarm")),
+        "{console}"
     );
     // The tampered probe never got to say anything.
     assert!(

@@ -39,6 +39,11 @@ enum Command {
         /// to attach (`DIR/broker.txt`, `DIR/pki/admin.crt`). Ctrl-C ends the hold early.
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         hold: u64,
+        /// A signed workload bundle (`edgeward workload pack`, `sign`) to release at the
+        /// verifier and run in the appliance; its alerts are counted in the summary. Once per
+        /// bundle.
+        #[arg(long = "workload", value_name = "FILE")]
+        workloads: Vec<PathBuf>,
     },
     /// PMU samples to a platform-layout store, signed in the TPM and time-stamped, without QEMU.
     DataPath {
@@ -75,12 +80,14 @@ fn main() -> ExitCode {
             out,
             blocks,
             hold,
+            workloads,
         } => demo::appliance(&demo::ApplianceDemo {
             image,
             keys,
             out,
             blocks: blocks as usize,
             hold,
+            workloads,
         }),
         Command::DataPath {
             out,
