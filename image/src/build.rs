@@ -78,11 +78,15 @@ pub enum KernelSource {
 /// The modules an image with Debian's kernel loads: storage and its file systems (ext4 asks
 /// for crc32c through the crypto API, which no module dependency names), the network, and the
 /// power button's input device.
-pub const DEBIAN_KERNEL_MODULES: [&str; 11] = [
+pub const DEBIAN_KERNEL_MODULES: [&str; 13] = [
     "virtio_pci",
     "virtio_blk",
     "dm_verity",
     "crc32c_generic",
+    // Workload images: a loop device over the bundle, dm-verity over that, erofs on top
+    // (after crc32c_generic: erofs needs libcrc32c, which asks the crypto API for crc32c).
+    "loop",
+    "erofs",
     "ext4",
     "vfat",
     "nls_cp437",

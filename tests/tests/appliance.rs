@@ -10,7 +10,9 @@
 //! with a power cut inside it, nothing the appliance accepted is lost (every sample from the
 //! first to the last, except while it was off, arrives once, signed and time-stamped); the
 //! power button stops it cleanly. An image the owner signed but never released boots, gets no
-//! certificate, and publishes nothing.
+//! certificate, and publishes nothing. Signed workloads run in it measured, confined and
+//! limited; a foreign-signed one is refused, an altered one dies when dm-verity refuses its
+//! block.
 
 use std::path::Path;
 use std::process::Command;
@@ -682,8 +684,14 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     drop(recorder);
     let console = console_text(&vm);
 
-    // Measured: each admitted manifest's digest, as the host computes it, went into PCR 15.
+    // Measured: each admitted manifest's digest, as the host computes it, went into PCR 15 and
+    // the agent's log; the verifier accepted the quote's PCR 15 as that log's replay and found
+    // each digest among the released ones.
     for (name, digest) in &digests {
+        assert!(
+            accepted.contains(&format!("{name} 1.0.0 (manifest {})", &digest[..12])),
+            "{name} with {digest} in the verdict: {accepted}"
+        );
         assert!(
             console
                 .lines()
