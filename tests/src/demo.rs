@@ -173,55 +173,21 @@ pub struct ApplianceDemo {
 /// How long the demo waits, after the first verified block, for a workload's first alert.
 const FIRST_ALERT_WITHIN: Duration = Duration::from_secs(60);
 
-/// The `notifications` the broker carries, collected by a subscriber as they arrive.
-struct Notifications {
-    child: std::process::Child,
-    heard: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
+/// The `notifications` the broker carries, collected as they arrive.
+struct Notifications(crate::platform::Collector);
 
 impl Notifications {
     fn subscribe(platform: &crate::platform::Platform) -> Result<Self, String> {
-        use std::io::BufRead as _;
-        let mut child = std::process::Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
-            .arg("--cafile")
-            .arg(platform.pki("ca.crt"))
-            .arg("--cert")
-            .arg(platform.pki("recorder.crt"))
-            .arg("--key")
-            .arg(platform.pki("recorder.key"))
-            .args(["-t", "notifications", "-q", "1"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|error| format!("mosquitto_sub does not run: {error}"))?;
-        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(stdout) = child.stdout.take() {
-            let heard = heard.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stdout)
-                    .lines()
-                    .map_while(Result::ok)
-                {
-                    if let Ok(message) = serde_json::from_str(&line) {
-                        heard
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push(message);
-                    }
-                }
-            });
-        }
-        Ok(Self { child, heard })
+        Ok(Self(crate::platform::Collector::start(platform, "notifications")))
     }
 
     /// The workloads' own alerts so far (tag `<device>/workload/<name>/…`, not the appliance's
     /// notices about them).
     fn alerts(&self) -> Vec<serde_json::Value> {
-        self.heard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lines()
             .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|message| {
                 let tag = message["tag"].as_str().unwrap_or_default();
                 tag.contains("/workload/")
@@ -230,15 +196,7 @@ impl Notifications {
                         Some("Workload refused" | "Workload ended")
                     )
             })
-            .cloned()
             .collect()
-    }
-}
-
-impl Drop for Notifications {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

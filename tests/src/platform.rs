@@ -447,6 +447,79 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A subscriber (the recorder's identity) that keeps every message of `topic`'s payload, one
+/// line each, as it arrives, until dropped: for tests and demos that wait for a message they
+/// expect among others.
+pub struct Collector {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Collector {
+    pub fn start(platform: &Platform, topic: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
+            .arg("--cafile")
+            .arg(platform.pki("ca.crt"))
+            .arg("--cert")
+            .arg(platform.pki("recorder.crt"))
+            .arg("--key")
+            .arg(platform.pki("recorder.key"))
+            .args(["-t", topic, "-q", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub runs");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(stdout) = child.stdout.take() {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                    lines
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// The payloads so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until every one of `texts` is in some payload; whether they all came in `timeout`.
+    pub fn wait_for_all(&self, texts: &[&str], timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            let lines = self.lines();
+            if texts
+                .iter()
+                .all(|text| lines.iter().any(|line| line.contains(text)))
+            {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `mosquitto_sub` as the recorder, collecting `topic` for `seconds`: what the broker delivers,
 /// one line per message (`-v`: topic and payload, hex).
 pub fn subscribe(platform: &Platform, topic: &str, seconds: u64) -> Child {

@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgeward_tests::appliance::{configured_disk, configured_disk_with, Central, Release, RATE};
-use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe};
+use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe, Collector};
 use edgeward_tests::qemu::{self, Vm};
 use edgeward_tests::workloads::{bundle, example_workload};
 use edgeward_tests::{build_image, build_image_with, run_edgeward, shipped_agent_binary};
@@ -612,34 +612,7 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     let recorder = central
         .platform
         .recorder_trusting(&store, &central.device_ca);
-    let notifications = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &central.platform.mqtt_port.to_string(),
-        ])
-        .arg("--cafile")
-        .arg(central.platform.pki("ca.crt"))
-        .arg("--cert")
-        .arg(central.platform.pki("recorder.crt"))
-        .arg("--key")
-        .arg(central.platform.pki("recorder.key"))
-        .args([
-            "-t",
-            "notifications",
-            "-v",
-            "-q",
-            "1",
-            "-C",
-            "6",
-            "-W",
-            "240",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub runs");
+    let notifications = Collector::start(&central.platform, "notifications");
     let mut vm = Vm::start(
         &release.image,
         &disk,
@@ -679,8 +652,16 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
         Duration::from_secs(90),
         || block_files_of(&store, POINT).len() >= 3,
     );
-    let heard = notifications.wait_with_output().expect("subscriber");
-    let heard = String::from_utf8_lossy(&heard.stdout).into_owned();
+    notifications.wait_for_all(
+        &[
+            "Frequency out of band",
+            "Workload refused",
+            "killed at its memory limit",
+            "tampered: killed by signal 7",
+        ],
+        Duration::from_secs(120),
+    );
+    let heard = notifications.lines().join("\n");
     vm.power_button();
     vm.wait_for("EDGEWARD-STOPPED", Duration::from_secs(60))
         .unwrap_or_else(|| panic!("no clean stop: {}", console_text(&vm)));
