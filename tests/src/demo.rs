@@ -178,7 +178,10 @@ struct Notifications(crate::platform::Collector);
 
 impl Notifications {
     fn subscribe(platform: &crate::platform::Platform) -> Result<Self, String> {
-        Ok(Self(crate::platform::Collector::start(platform, "notifications")))
+        Ok(Self(crate::platform::Collector::start(
+            platform,
+            "notifications",
+        )))
     }
 
     /// The workloads' own alerts so far (tag `<device>/workload/<name>/…`, not the appliance's

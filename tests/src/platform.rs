@@ -447,6 +447,20 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// `mosquitto_sub` to the broker with the recorder's identity (which reads every topic).
+pub fn recorder_subscriber(platform: &Platform) -> Command {
+    let mut command = Command::new("mosquitto_sub");
+    command
+        .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
+        .arg("--cafile")
+        .arg(platform.pki("ca.crt"))
+        .arg("--cert")
+        .arg(platform.pki("recorder.crt"))
+        .arg("--key")
+        .arg(platform.pki("recorder.key"));
+    command
+}
+
 /// A subscriber (the recorder's identity) that keeps every message of `topic`'s payload, one
 /// line each, as it arrives, until dropped: for tests and demos that wait for a message they
 /// expect among others.
@@ -458,14 +472,7 @@ pub struct Collector {
 impl Collector {
     pub fn start(platform: &Platform, topic: &str) -> Self {
         use std::io::BufRead as _;
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
-            .arg("--cafile")
-            .arg(platform.pki("ca.crt"))
-            .arg("--cert")
-            .arg(platform.pki("recorder.crt"))
-            .arg("--key")
-            .arg(platform.pki("recorder.key"))
+        let mut child = recorder_subscriber(platform)
             .args(["-t", topic, "-q", "1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -475,7 +482,10 @@ impl Collector {
         if let Some(stdout) = child.stdout.take() {
             let lines = lines.clone();
             std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
                     lines
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -523,14 +533,7 @@ impl Drop for Collector {
 /// `mosquitto_sub` as the recorder, collecting `topic` for `seconds`: what the broker delivers,
 /// one line per message (`-v`: topic and payload, hex).
 pub fn subscribe(platform: &Platform, topic: &str, seconds: u64) -> Child {
-    Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
-        .arg("--cafile")
-        .arg(platform.pki("ca.crt"))
-        .arg("--cert")
-        .arg(platform.pki("recorder.crt"))
-        .arg("--key")
-        .arg(platform.pki("recorder.key"))
+    recorder_subscriber(platform)
         .args(["-t", topic, "-v", "-W", &seconds.to_string(), "-q", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

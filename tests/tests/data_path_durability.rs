@@ -157,14 +157,7 @@ fn kill_9_at_random_moments_loses_no_accepted_message() {
     let store = dir.join("store");
     let recorder = platform.recorder(&store);
     // Every sample message the broker delivers, to check that repeats are true redeliveries.
-    let wire = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &platform.mqtt_port.to_string()])
-        .arg("--cafile")
-        .arg(platform.pki("ca.crt"))
-        .arg("--cert")
-        .arg(platform.pki("recorder.crt"))
-        .arg("--key")
-        .arg(platform.pki("recorder.key"))
+    let wire = edgeward_tests::platform::recorder_subscriber(&platform)
         .args(["-t", "data/measurements/#", "-q", "1", "-F", "%x"])
         .stdout(std::fs::File::create(dir.join("wire.hex")).expect("file"))
         .stderr(Stdio::null())
