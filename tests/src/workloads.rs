@@ -60,3 +60,32 @@ pub fn bundle(
     }
     out.to_owned()
 }
+
+/// What the probe checks from inside any sandbox (`workload-probe`): alone as PID 1, its own
+/// unprivileged user, no capabilities, no-new-privs, seccomp, a read-only root, a private
+/// `/tmp`, nothing of the appliance's in sight, a minimal `/dev`.
+pub const PROBE_SANDBOX_CHECKS: [&str; 11] = [
+    "pid-1",
+    "no-other-processes",
+    "unprivileged-user",
+    "no-capabilities-CapEff",
+    "no-capabilities-CapBnd",
+    "seccomp-filter",
+    "cannot-write-/probe-was-here",
+    "writes-tmp",
+    "sees-no-appliance-files",
+    "minimal-dev",
+    "no-new-privs",
+];
+
+/// Asserts that the probe's output `text` says `ok` for each of [`PROBE_SANDBOX_CHECKS`] and
+/// `extra`, and that it found nothing wrong.
+pub fn assert_probe_passed(text: &str, extra: &[&str]) {
+    for check in PROBE_SANDBOX_CHECKS.iter().chain(extra) {
+        assert!(
+            text.contains(&format!("probe: {check} ok")),
+            "{check} not ok:\n{text}"
+        );
+    }
+    assert!(text.contains("probe: done, 0 failed"), "{text}");
+}

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use edgeward_blockdev::loop_device::LoopDevice;
 use edgeward_bundle::Header;
-use edgeward_tests::workloads::{bundle, example_workload};
+use edgeward_tests::workloads::{assert_probe_passed, bundle, example_workload};
 use edgeward_tests::{agent_binary, required_peer_missing, run_edgeward, scratch};
 use edgeward_workload::sandbox::SandboxSpec;
 use sha2::{Digest as _, Sha256};
@@ -222,29 +222,15 @@ fn the_sandbox_hides_the_host_drops_every_privilege_and_refuses_ip_sockets() {
     let dir = scratch("workload-sandbox");
     let output = run_probe(&dir, "probe", false, &[]);
     let stdout = probe_lines(&output);
-    for check in [
-        "pid-1",
-        "no-other-processes",
-        "unprivileged-user",
-        "no-capabilities-CapEff",
-        "no-capabilities-CapBnd",
-        "no-new-privs",
-        "seccomp-filter",
-        "own-hostname",
-        "cannot-write-/probe-was-here",
-        "cannot-write-/bin/probe-was-here",
-        "cannot-write-/run/probe-was-here",
-        "writes-tmp",
-        "sees-no-appliance-files",
-        "minimal-dev",
-        "no-ip-sockets",
-    ] {
-        assert!(
-            stdout.contains(&format!("probe: {check} ok")),
-            "{check} not ok:\n{stdout}"
-        );
-    }
-    assert!(stdout.contains("probe: done, 0 failed"), "{stdout}");
+    assert_probe_passed(
+        &stdout,
+        &[
+            "own-hostname",
+            "cannot-write-/bin/probe-was-here",
+            "cannot-write-/run/probe-was-here",
+            "no-ip-sockets",
+        ],
+    );
     assert!(output.status.success(), "exit {:?}", output.status);
     // Nothing it wrote reached the host: its /tmp was its own.
     assert!(!dir.join("root/tmp/probe-was-here").exists());
