@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
         signature: Hex(data[third..2 * third].to_vec()),
         pcr_values: Default::default(),
         event_log: Hex(data[2 * third..].to_vec()),
+        agent_log: Vec::new(),
     };
     let ek = EkPublic::rsa(&[0xC5; 256]).expect("a 2048-bit modulus");
     let mut record = DeviceRecord::new(DeviceId::new("bay-1").expect("valid"), &ek, Vec::new(), 0);
