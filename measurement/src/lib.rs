@@ -11,6 +11,7 @@ pub mod block;
 pub mod c37118;
 pub mod capture;
 pub mod client;
+pub mod estimator;
 pub mod replay;
 pub mod report;
 pub mod sample;
