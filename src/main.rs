@@ -5,6 +5,7 @@ mod c37118_cmd;
 mod config_cmd;
 mod eventlog_cmd;
 mod image_cmd;
+mod pmu_cmd;
 mod proof_trust;
 mod recorder;
 mod sev_cmd;
@@ -50,6 +51,9 @@ enum Command {
     /// AMD SEV-SNP attestation evidence.
     #[command(subcommand)]
     Sev(sev_cmd::SevCommand),
+    /// The appliance's own PMU: estimate synchrophasors from raw samples.
+    #[command(subcommand)]
+    Pmu(pmu_cmd::PmuCommand),
     /// The attestation verifier and device CA: serve, list, deny.
     #[command(subcommand)]
     Verifier(verifier::VerifierCommand),
@@ -98,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => image_cmd::keys(command),
         Command::Config(command) => config_cmd::run(command),
         Command::Workload(command) => workload_cmd::run(command),
+        Command::Pmu(command) => pmu_cmd::run(command),
         Command::Tsa(command) => tsa_cmd::run(command),
         Command::Recorder(args) => recorder::run(args),
         Command::VerifyData(args) => {

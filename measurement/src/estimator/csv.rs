@@ -27,8 +27,11 @@ pub enum CsvError {
     },
     #[error("line {line}: column {column} is not finite")]
     NotFinite { line: u64, column: &'static str },
-    #[error("line {line}: t = {t} is negative; t counts seconds after a UTC second boundary")]
-    NegativeTime { line: u64, t: f64 },
+    #[error(
+        "line {line}: t = {t} is outside 0 ≤ t < {MAX_T}; t counts seconds after a UTC second \
+         boundary"
+    )]
+    TimeOutOfRange { line: u64, t: f64 },
     #[error(
         "line {line}: t = {t} s, but uniform sampling at the given rate puts this sample at \
          {expected} s (a gap, a repeated row or the wrong --fs)"
@@ -45,6 +48,10 @@ pub struct SampleCsv {
     first: Option<f64>,
     samples: u64,
 }
+
+/// The largest t accepted: Unix time fits (until 2286), and f64 still resolves it to a
+/// microsecond.
+pub const MAX_T: f64 = 1e10;
 
 /// Longest excerpt of a bad field quoted back in an error.
 const EXCERPT: usize = 40;
@@ -112,8 +119,8 @@ impl SampleCsv {
             });
         }
         let t = self.number(fields[0], "t")?;
-        if t < 0.0 {
-            return Err(CsvError::NegativeTime { line: self.line, t });
+        if !(0.0..MAX_T).contains(&t) {
+            return Err(CsvError::TimeOutOfRange { line: self.line, t });
         }
         let mut set = [0.0; 6];
         for (channel, field) in Channel::ALL.iter().zip(&fields[1..]) {
@@ -217,7 +224,10 @@ mod tests {
                 )
             }),
             ("t,va,vb,vc,ia,ib,ic\n-0.1,1,2,3,4,5,6\n", |e| {
-                matches!(e, CsvError::NegativeTime { line: 2, .. })
+                matches!(e, CsvError::TimeOutOfRange { line: 2, .. })
+            }),
+            ("t,va,vb,vc,ia,ib,ic\n1e300,1,2,3,4,5,6\n", |e| {
+                matches!(e, CsvError::TimeOutOfRange { line: 2, .. })
             }),
             // The third sample is missing.
             (

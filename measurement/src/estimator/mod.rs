@@ -248,7 +248,7 @@ impl ReportTime {
     fn next(self) -> Self {
         if self.index + 1 >= self.rate {
             Self {
-                sec: self.sec + 1,
+                sec: self.sec.saturating_add(1),
                 index: 0,
                 rate: self.rate,
             }
@@ -372,7 +372,7 @@ impl Estimator {
         let rate = self.config.rate;
         let reports = (earliest * f64::from(rate)).ceil() as u64;
         ReportTime {
-            sec: self.start.sec + reports / u64::from(rate),
+            sec: self.start.sec.saturating_add(reports / u64::from(rate)),
             index: (reports % u64::from(rate)) as u32,
             rate,
         }
@@ -381,7 +381,7 @@ impl Estimator {
     /// Position of a report instant in samples after the first sample: the sample at or before
     /// it, and the fraction of a sample it lies after that one.
     fn position(&self, time: ReportTime) -> (i64, f64) {
-        let whole = (time.sec - self.start.sec) as i64 * self.fs as i64;
+        let whole = time.sec.saturating_sub(self.start.sec) as i64 * self.fs as i64;
         let within =
             f64::from(time.index) * self.fs as f64 / f64::from(time.rate) - self.start_offset;
         let floor = within.floor();
