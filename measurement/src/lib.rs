@@ -15,4 +15,6 @@ pub mod estimator;
 pub mod replay;
 pub mod report;
 pub mod sample;
+pub mod server;
+pub mod source;
 pub mod stats;
