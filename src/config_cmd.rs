@@ -108,6 +108,10 @@ fn print_summary(config: &DeviceConfig) {
         config.block_seconds, config.buffer_bytes, config.heartbeat_seconds
     );
     for pmu in &config.pmus {
-        println!("pmu        {} (IDCODE {})", pmu.name, pmu.options.idcode.0);
+        let kind = match &pmu.source {
+            edgeward_config::pmu::StreamSource::Remote(_) => "read over C37.118.2",
+            edgeward_config::pmu::StreamSource::Estimated(_) => "estimated by the appliance",
+        };
+        println!("pmu        {} (IDCODE {}, {kind})", pmu.name, pmu.idcode.0);
     }
 }

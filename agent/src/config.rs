@@ -11,7 +11,7 @@ use edgeward_measurement::c37118::Frame;
 use edgeward_measurement::client::Transport;
 use serde::Deserialize;
 
-pub use edgeward_config::pmu::PmuStream;
+pub use edgeward_config::pmu::{EstimatedPmu, PmuStream, Sampling, StreamSource};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,8 +60,11 @@ impl AgentConfig {
 /// before the stream sends its own configuration.
 pub fn load_config_caches(streams: &mut [PmuStream]) -> Result<()> {
     for stream in streams {
-        let path = stream.options.config_cache.clone();
-        let Transport::SpontaneousUdp { config, .. } = &mut stream.options.transport else {
+        let StreamSource::Remote(options) = &mut stream.source else {
+            continue;
+        };
+        let path = options.config_cache.clone();
+        let Transport::SpontaneousUdp { config, .. } = &mut options.transport else {
             continue;
         };
         let Some(path) = path.filter(|path| path.exists()) else {
@@ -107,9 +110,48 @@ mod tests {
         assert_eq!(config.pmus.len(), 2);
         assert_eq!(config.statistics_interval, Duration::from_secs(5));
         assert!(matches!(
-            config.pmus[1].options.transport,
-            Transport::TcpUdp { .. }
+            config.pmus[1].remote().map(|options| &options.transport),
+            Some(Transport::TcpUdp { .. })
         ));
+    }
+
+    #[test]
+    fn an_estimated_stream_makes_the_appliance_the_pmu() {
+        let config = AgentConfig::parse(
+            r#"
+            [[pmu]]
+            name = "feeder-3"
+            idcode = 9
+            [pmu.estimate]
+            class = "M"
+            nominal = 60
+            rate = 30
+            sampling = "simulated"
+            fs = 9600
+            frequency = 60.05
+            noise = 0.001
+            serve_tcp = "127.0.0.1:4712"
+            "#,
+        )
+        .expect("valid");
+        let StreamSource::Estimated(pmu) = &config.pmus[0].source else {
+            panic!("an estimated stream");
+        };
+        assert_eq!(pmu.estimator.rate(), 30);
+        assert_eq!(pmu.estimator.fs(), 9600);
+        assert_eq!(
+            pmu.serve_tcp,
+            Some("127.0.0.1:4712".parse().expect("address"))
+        );
+        assert_eq!(
+            pmu.sampling,
+            Sampling::Simulated {
+                frequency: 60.05,
+                noise: 0.001,
+                voltage: 230.0,
+                current: 5.0
+            }
+        );
     }
 
     #[test]
@@ -124,6 +166,30 @@ mod tests {
                 "used twice",
             ),
             ("statistics_interval = 5", "no [[pmu]]"),
+            (
+                "[[pmu]]\nname='a'\nidcode=1\naddress='x:1'\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=50\nsampling='simulated'\nfs=10000",
+                "for a PMU read over the network",
+            ),
+            (
+                "[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=60\nsampling='simulated'\nfs=10000",
+                "not a C37.118.1 reporting rate",
+            ),
+            (
+                "[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='P'\nnominal=55\nrate=50\nsampling='simulated'\nfs=10000",
+                "50 or 60",
+            ),
+            (
+                "[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=50\nsampling='adc'\nfs=10000",
+                "unknown variant",
+            ),
+            (
+                "[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=50\nsampling='simulated'\nfs=10000\nfrequency=57.0",
+                "outside 50 ± 5 Hz",
+            ),
+            (
+                "[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=50\nsampling='simulated'\nfs=10000\nserve_tcp='0.0.0.0:4712'\n[[pmu]]\nname='b'\nidcode=2\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=50\nsampling='simulated'\nfs=10000\nserve_tcp='0.0.0.0:4712'",
+                "served by another stream",
+            ),
         ];
         for (text, reason) in cases {
             let error = format!("{:#}", AgentConfig::parse(text).expect_err(text));

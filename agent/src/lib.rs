@@ -13,6 +13,7 @@ pub mod bringup;
 pub mod buffer;
 pub mod config;
 pub mod credentials;
+pub mod estimated;
 pub mod forwarder;
 pub mod logging;
 pub mod mtls;

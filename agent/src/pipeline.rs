@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgeward_measurement::block::BlockInterval;
-use edgeward_measurement::client::{ClientEvent, PmuClient, SessionEvent};
+use edgeward_measurement::c37118::{ConfigFrame, DataFrame};
+use edgeward_measurement::client::{ClientEvent, ClientOptions, PmuClient, SessionEvent};
 use edgeward_measurement::sample::samples_from_data_frame;
 use edgeward_platform::heartbeat::{BufferFigures, Heartbeat};
 use edgeward_platform::notification::Notification;
@@ -26,7 +27,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::accept::Acceptance;
 use crate::buffer::{Buffer, Outgoing, StateChanges};
-use crate::config::PmuStream;
+use crate::config::{EstimatedPmu, PmuStream, StreamSource};
 use crate::forwarder::{BrokerOptions, ForwarderStats};
 use crate::tpm::TpmSigner;
 
@@ -246,7 +247,7 @@ pub async fn run(options: PipelineOptions) -> Result<()> {
     let streams_read = streams.len();
     let mut readers = Vec::new();
     for stream in streams {
-        let span = info_span!("pmu", name = %stream.name, idcode = %stream.options.idcode);
+        let span = info_span!("pmu", name = %stream.name, idcode = %stream.idcode);
         readers.push(tokio::spawn(
             read_stream(stream, location.clone(), device.clone(), inputs.clone()).instrument(span),
         ));
@@ -650,10 +651,26 @@ async fn read_stream(
     device: TopicSegment,
     inputs: mpsc::Sender<Input>,
 ) {
-    let mut client = PmuClient::spawn(stream.options.clone());
-    let mut topics: BTreeMap<u16, Arc<PointTopic>> = BTreeMap::new();
-    // Per PMU: whether its clock was last reported unlocked (STAT bit 13).
-    let mut unlocked: BTreeMap<u16, bool> = BTreeMap::new();
+    let mut forward = StreamForward {
+        name: stream.name.clone(),
+        location,
+        device,
+        topics: BTreeMap::new(),
+        unlocked: BTreeMap::new(),
+        inputs,
+    };
+    match &stream.source {
+        StreamSource::Remote(options) => read_remote(options, &mut forward).await,
+        StreamSource::Estimated(pmu) => read_estimated(&stream, pmu, &mut forward).await,
+    }
+    let _ = forward
+        .inputs
+        .send(Input::Notice(Notification::stream_ended(&stream.name)))
+        .await;
+}
+
+async fn read_remote(options: &ClientOptions, forward: &mut StreamForward) {
+    let mut client = PmuClient::spawn(options.clone());
     while let Some(event) = client.next_event().await {
         match event {
             ClientEvent::Connected { peer } => info!(%peer, "connected"),
@@ -665,69 +682,110 @@ async fn read_stream(
                     changed,
                     "configuration received"
                 );
-                topics.clear();
-                for pmu in &config.pmus {
-                    let point = if config.pmus.len() == 1 {
-                        stream.name.clone()
-                    } else {
-                        format!("{}-{}", stream.name, pmu.idcode.0)
-                    };
-                    let Ok(point) = TopicSegment::new(&point) else {
-                        warn!(%point, "the PMU's name cannot be a topic level; its data is not forwarded");
-                        continue;
-                    };
-                    let topic = Arc::new(PointTopic {
-                        location: location.clone(),
-                        device: device.clone(),
-                        point,
-                    });
-                    let json = edgeward_platform::layout::point_layout(pmu, &config);
-                    let _ = inputs
-                        .send(Input::Metadata {
-                            topic: topic.clone(),
-                            json,
-                        })
-                        .await;
-                    topics.insert(pmu.idcode.0, topic);
-                }
+                forward.configure(&config).await;
             }
             ClientEvent::Session(SessionEvent::Data { frame, config }) => {
-                for (block, pmu) in frame.pmus.iter().zip(&config.pmus) {
-                    let now_unlocked = block.stat.sync_error();
-                    let before = unlocked.insert(pmu.idcode.0, now_unlocked).unwrap_or(false);
-                    if now_unlocked != before {
-                        warn!(
-                            idcode = pmu.idcode.0,
-                            unlocked = now_unlocked,
-                            "PMU clock state changed"
-                        );
-                        let notification =
-                            Notification::pmu_clock(&stream.name, pmu.idcode.0, now_unlocked);
-                        if inputs.send(Input::Notice(notification)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                for (idcode, sample) in samples_from_data_frame(&frame, &config) {
-                    if let Some(topic) = topics.get(&idcode.0) {
-                        if inputs
-                            .send(Input::Sample {
-                                topic: topic.clone(),
-                                sample,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
+                if !forward.data(&frame, &config).await {
+                    return;
                 }
             }
             ClientEvent::Session(SessionEvent::Dropped(reason)) => warn!(%reason, "frame dropped"),
             ClientEvent::Session(SessionEvent::Header(_)) => {}
         }
     }
-    let _ = inputs
-        .send(Input::Notice(Notification::stream_ended(&stream.name)))
-        .await;
+}
+
+/// The appliance's own PMU: its data frames go the way a remote PMU's do.
+async fn read_estimated(stream: &PmuStream, pmu: &EstimatedPmu, forward: &mut StreamForward) {
+    let mut estimated = match crate::estimated::start(&stream.name, stream.idcode, pmu).await {
+        Ok(estimated) => estimated,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "the estimated PMU did not start");
+            return;
+        }
+    };
+    let config = estimated.config.clone();
+    forward.configure(&config).await;
+    while let Some(frame) = estimated.frames.recv().await {
+        if !forward.data(&frame, &config).await {
+            return;
+        }
+    }
+}
+
+/// Turns one stream's configurations and data frames into the pipeline's inputs: retained
+/// metadata per PMU, samples, and a notice when a PMU's clock locks or unlocks.
+struct StreamForward {
+    name: String,
+    location: TopicSegment,
+    device: TopicSegment,
+    topics: BTreeMap<u16, Arc<PointTopic>>,
+    /// Per PMU: whether its clock was last reported unlocked (STAT bit 13).
+    unlocked: BTreeMap<u16, bool>,
+    inputs: mpsc::Sender<Input>,
+}
+
+impl StreamForward {
+    async fn configure(&mut self, config: &ConfigFrame) {
+        self.topics.clear();
+        for pmu in &config.pmus {
+            let point = if config.pmus.len() == 1 {
+                self.name.clone()
+            } else {
+                format!("{}-{}", self.name, pmu.idcode.0)
+            };
+            let Ok(point) = TopicSegment::new(&point) else {
+                warn!(%point, "the PMU's name cannot be a topic level; its data is not forwarded");
+                continue;
+            };
+            let topic = Arc::new(PointTopic {
+                location: self.location.clone(),
+                device: self.device.clone(),
+                point,
+            });
+            let json = edgeward_platform::layout::point_layout(pmu, config);
+            let _ = self
+                .inputs
+                .send(Input::Metadata {
+                    topic: topic.clone(),
+                    json,
+                })
+                .await;
+            self.topics.insert(pmu.idcode.0, topic);
+        }
+    }
+
+    /// Forwards one data frame; false when the pipeline has gone.
+    async fn data(&mut self, frame: &DataFrame, config: &ConfigFrame) -> bool {
+        for (block, pmu) in frame.pmus.iter().zip(&config.pmus) {
+            let now_unlocked = block.stat.sync_error();
+            let before = self
+                .unlocked
+                .insert(pmu.idcode.0, now_unlocked)
+                .unwrap_or(false);
+            if now_unlocked != before {
+                warn!(
+                    idcode = pmu.idcode.0,
+                    unlocked = now_unlocked,
+                    "PMU clock state changed"
+                );
+                let notification = Notification::pmu_clock(&self.name, pmu.idcode.0, now_unlocked);
+                if self.inputs.send(Input::Notice(notification)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        for (idcode, sample) in samples_from_data_frame(frame, config) {
+            if let Some(topic) = self.topics.get(&idcode.0) {
+                let input = Input::Sample {
+                    topic: topic.clone(),
+                    sample,
+                };
+                if self.inputs.send(input).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
 }

@@ -10,7 +10,7 @@ use edgeward_measurement::stats::StreamStatistics;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-use edgeward_agent::config::{AgentConfig, PmuStream};
+use edgeward_agent::config::{AgentConfig, EstimatedPmu, PmuStream, StreamSource};
 
 /// What a stream task reports to the agent.
 enum Report {
@@ -38,7 +38,7 @@ pub async fn run(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for stream in config.pmus.clone() {
-        let span = info_span!("pmu", name = %stream.name, idcode = %stream.options.idcode);
+        let span = info_span!("pmu", name = %stream.name, idcode = %stream.idcode);
         tasks.push(tokio::spawn(
             read_stream(
                 stream,
@@ -150,9 +150,82 @@ async fn read_stream(
     print_frames: bool,
     interval: Duration,
     reports: mpsc::Sender<Report>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    match &stream.source {
+        StreamSource::Remote(options) => {
+            read_remote(&stream, options, print_frames, interval, reports, stopping).await
+        }
+        StreamSource::Estimated(pmu) => {
+            read_estimated(&stream, pmu, print_frames, interval, reports, stopping).await
+        }
+    }
+}
+
+/// The appliance's own PMU: its frames printed and counted as a remote stream's are.
+async fn read_estimated(
+    stream: &PmuStream,
+    pmu: &EstimatedPmu,
+    print_frames: bool,
+    interval: Duration,
+    reports: mpsc::Sender<Report>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut client = PmuClient::spawn(stream.options.clone());
+    let mut estimated =
+        match edgeward_agent::estimated::start(&stream.name, stream.idcode, pmu).await {
+            Ok(estimated) => estimated,
+            Err(error) => {
+                warn!(error = %format!("{error:#}"), "the estimated PMU did not start");
+                return;
+            }
+        };
+    let config = estimated.config.clone();
+    let mut statistics = StreamStatistics::new();
+    statistics.record_config(false);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = stopping.changed() => break,
+            frame = estimated.frames.recv() => {
+                let Some(frame) = frame else { break };
+                let arrival = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_secs_f64())
+                    .unwrap_or(0.0);
+                statistics.record_data(&frame, &config, arrival);
+                if print_frames {
+                    let line = describe(&frame, &config);
+                    if reports.send(Report::Frame { stream: stream.name.clone(), line }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                let snapshot = statistics.clone();
+                if reports.send(Report::Statistics { stream: stream.name.clone(), statistics: snapshot }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = reports
+        .send(Report::Final {
+            stream: stream.name.clone(),
+            statistics,
+        })
+        .await;
+}
+
+async fn read_remote(
+    stream: &PmuStream,
+    options: &edgeward_measurement::client::ClientOptions,
+    print_frames: bool,
+    interval: Duration,
+    reports: mpsc::Sender<Report>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut client = PmuClient::spawn(options.clone());
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {

@@ -1,14 +1,38 @@
 //! The `[[pmu]]` streams of a configuration: TOML with unknown fields refused, turned into
 //! validated client options so that the agent never sees an impossible setting. The CFG-2
 //! cache a spontaneous-UDP stream starts from is a file, read by the agent, not here.
+//!
+//! A stream is either a PMU the appliance reads over C37.118.2 (`address`, `transport`, …) or
+//! the appliance's own PMU (`[pmu.estimate]`): phasors estimated from raw samples, optionally
+//! served as C37.118.2 to local PDCs:
+//!
+//! ```toml
+//! [[pmu]]
+//! name = "feeder-3"
+//! idcode = 9
+//! [pmu.estimate]
+//! class = "P"                  # P or M (C37.118.1)
+//! nominal = 50                 # 50 or 60 Hz
+//! rate = 50                    # reports per second
+//! sampling = "simulated"       # the C37.118.1 steady-state signal, at `frequency`, with `noise`
+//! fs = 10000                   # samples per second
+//! frequency = 50.02            # Hz (default: nominal)
+//! noise = 0.0005               # per unit of the rated values (default 0)
+//! voltage = 230.0              # rated RMS values (defaults 230 V, 5 A)
+//! current = 5.0
+//! serve_tcp = "0.0.0.0:4712"   # optional: C37.118.2 to local PDCs
+//! serve_udp = "0.0.0.0:4713"   # optional
+//! serve_integer_frequency = false   # FREQ as integer mHz, for PDCs that misread float
+//! ```
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use edgeward_measurement::c37118::IdCode;
+use edgeward_measurement::c37118::{IdCode, NominalFrequency};
 use edgeward_measurement::client::{Backoff, ClientOptions, Transport};
+use edgeward_measurement::estimator::{Class, EstimatorConfig};
 use serde::Deserialize;
 
 use crate::ConfigError;
@@ -41,6 +65,49 @@ pub struct RawPmu {
     reconnect_initial_ms: u64,
     #[serde(default = "default_backoff_max_seconds")]
     reconnect_max_seconds: u64,
+    /// The appliance is this PMU.
+    estimate: Option<RawEstimate>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum RawClass {
+    P,
+    M,
+}
+
+/// Where an estimated stream's raw samples come from.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawSampling {
+    Simulated,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEstimate {
+    class: RawClass,
+    nominal: u32,
+    rate: u32,
+    sampling: RawSampling,
+    fs: u32,
+    frequency: Option<f64>,
+    #[serde(default)]
+    noise: f64,
+    #[serde(default = "default_voltage")]
+    voltage: f64,
+    #[serde(default = "default_current")]
+    current: f64,
+    serve_tcp: Option<SocketAddr>,
+    serve_udp: Option<SocketAddr>,
+    #[serde(default)]
+    serve_integer_frequency: bool,
+}
+
+fn default_voltage() -> f64 {
+    230.0
+}
+fn default_current() -> f64 {
+    5.0
 }
 
 fn default_transport() -> RawTransport {
@@ -57,7 +124,50 @@ fn default_backoff_max_seconds() -> u64 {
 #[derive(Debug, Clone)]
 pub struct PmuStream {
     pub name: String,
-    pub options: ClientOptions,
+    pub idcode: IdCode,
+    pub source: StreamSource,
+}
+
+/// Where a stream's reports come from.
+#[derive(Debug, Clone)]
+pub enum StreamSource {
+    /// A PMU or PDC read over C37.118.2.
+    Remote(ClientOptions),
+    /// The appliance's own estimator.
+    Estimated(EstimatedPmu),
+}
+
+/// The appliance's own PMU: what it estimates, from what, and where it serves the result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EstimatedPmu {
+    pub estimator: EstimatorConfig,
+    pub sampling: Sampling,
+    pub serve_tcp: Option<SocketAddr>,
+    pub serve_udp: Option<SocketAddr>,
+    pub serve_integer_frequency: bool,
+}
+
+/// The raw samples of an estimated stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// The C37.118.1 steady-state signal at `frequency` Hz, with white noise of `noise` per unit,
+    /// on the rated `voltage` and `current` (RMS), taken on the appliance's UTC clock.
+    Simulated {
+        frequency: f64,
+        noise: f64,
+        voltage: f64,
+        current: f64,
+    },
+}
+
+impl PmuStream {
+    /// The client options of a stream read over C37.118.2.
+    pub fn remote(&self) -> Option<&ClientOptions> {
+        match &self.source {
+            StreamSource::Remote(options) => Some(options),
+            StreamSource::Estimated(_) => None,
+        }
+    }
 }
 
 fn invalid(reason: String) -> ConfigError {
@@ -70,12 +180,27 @@ pub fn validate_streams(raw: Vec<RawPmu>) -> Result<Vec<PmuStream>, ConfigError>
         return Err(invalid("no [[pmu]] stream is configured".into()));
     }
     let mut names = HashSet::new();
+    let mut served = HashSet::new();
     let mut streams = Vec::with_capacity(raw.len());
     for pmu in raw {
         if !names.insert(pmu.name.clone()) {
             return Err(invalid(format!("PMU name {:?} is used twice", pmu.name)));
         }
-        streams.push(validate(pmu)?);
+        let stream = validate(pmu)?;
+        if let StreamSource::Estimated(estimated) = &stream.source {
+            let addresses = [("tcp", estimated.serve_tcp), ("udp", estimated.serve_udp)];
+            for (protocol, address) in addresses {
+                if let Some(address) = address {
+                    if !served.insert((protocol, address)) {
+                        return Err(invalid(format!(
+                            "PMU {}: {protocol} {address} is served by another stream too",
+                            stream.name
+                        )));
+                    }
+                }
+            }
+        }
+        streams.push(stream);
     }
     Ok(streams)
 }
@@ -93,6 +218,24 @@ fn validate(pmu: RawPmu) -> Result<PmuStream, ConfigError> {
         return Err(invalid(format!(
             "PMU {name}: reconnect delays must satisfy 0 < reconnect_initial_ms <= reconnect_max_seconds"
         )));
+    }
+    if let Some(estimate) = pmu.estimate {
+        let remote_fields = pmu.address.is_some()
+            || pmu.udp_bind.is_some()
+            || pmu.config_cache.is_some()
+            || !matches!(pmu.transport, RawTransport::Tcp);
+        if remote_fields {
+            return Err(invalid(format!(
+                "PMU {name}: [pmu.estimate] makes the appliance the PMU; `address`, `transport`, \
+                 `udp_bind` and `config_cache` are for a PMU read over the network"
+            )));
+        }
+        let estimated = validate_estimate(&name, estimate)?;
+        return Ok(PmuStream {
+            name,
+            idcode: IdCode(pmu.idcode),
+            source: StreamSource::Estimated(estimated),
+        });
     }
     let address = |transport: &str| {
         pmu.address
@@ -121,7 +264,8 @@ fn validate(pmu: RawPmu) -> Result<PmuStream, ConfigError> {
     };
     Ok(PmuStream {
         name,
-        options: ClientOptions {
+        idcode: IdCode(pmu.idcode),
+        source: StreamSource::Remote(ClientOptions {
             idcode: IdCode(pmu.idcode),
             transport,
             backoff: Backoff {
@@ -130,6 +274,60 @@ fn validate(pmu: RawPmu) -> Result<PmuStream, ConfigError> {
             },
             connect_timeout: Duration::from_secs(5),
             config_cache: pmu.config_cache,
+        }),
+    })
+}
+
+fn validate_estimate(name: &str, raw: RawEstimate) -> Result<EstimatedPmu, ConfigError> {
+    let nominal = match raw.nominal {
+        50 => NominalFrequency::Hz50,
+        60 => NominalFrequency::Hz60,
+        other => {
+            return Err(invalid(format!(
+                "PMU {name}: nominal = {other}; it is 50 or 60 (Hz)"
+            )))
+        }
+    };
+    let class = match raw.class {
+        RawClass::P => Class::P,
+        RawClass::M => Class::M,
+    };
+    let estimator = EstimatorConfig::new(class, nominal, raw.rate, raw.fs)
+        .map_err(|error| invalid(format!("PMU {name}: {error}")))?;
+    let f0 = nominal.hertz();
+    let frequency = raw.frequency.unwrap_or(f0);
+    // Within the widest C37.118.1 range (M class, ±5 Hz) the estimate is held to its limits.
+    if !frequency.is_finite() || (frequency - f0).abs() > 5.0 {
+        return Err(invalid(format!(
+            "PMU {name}: a simulated frequency of {frequency} Hz is outside {f0} ± 5 Hz"
+        )));
+    }
+    if !(0.0..=0.1).contains(&raw.noise) {
+        return Err(invalid(format!(
+            "PMU {name}: noise = {} per unit; it is between 0 and 0.1",
+            raw.noise
+        )));
+    }
+    for (what, value) in [("voltage", raw.voltage), ("current", raw.current)] {
+        if !value.is_finite() || value <= 0.0 {
+            return Err(invalid(format!(
+                "PMU {name}: the rated {what} must be a positive number, not {value}"
+            )));
+        }
+    }
+    let sampling = match raw.sampling {
+        RawSampling::Simulated => Sampling::Simulated {
+            frequency,
+            noise: raw.noise,
+            voltage: raw.voltage,
+            current: raw.current,
         },
+    };
+    Ok(EstimatedPmu {
+        estimator,
+        sampling,
+        serve_tcp: raw.serve_tcp,
+        serve_udp: raw.serve_udp,
+        serve_integer_frequency: raw.serve_integer_frequency,
     })
 }

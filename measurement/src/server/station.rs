@@ -3,10 +3,10 @@
 //! (C37.118.2-2011 §6).
 
 use crate::c37118::{
-    Cfg3Pmu, ClockState, Command, CommonHeader, ConfigFrame, ConfigKind, DataFormat, DataRate,
-    DecodeError, FracSec, Frame, FrameType, Frequency, HeaderFrame, IdCode, Phasor, PhasorChannel,
-    PhasorQuantity, PhasorScale, PhasorUnit, PmuConfig, PmuData, Rocof, ServiceClass, Stat,
-    TimeBase, TimeQuality,
+    Cfg3Pmu, ClockState, Command, CommonHeader, ConfigFrame, ConfigKind, DataFormat, DataFrame,
+    DataRate, DecodeError, FracSec, Frame, FrameType, Frequency, HeaderFrame, IdCode, Phasor,
+    PhasorChannel, PhasorQuantity, PhasorScale, PhasorUnit, PmuConfig, PmuData, Rocof,
+    ServiceClass, Stat, TimeBase, TimeQuality,
 };
 use crate::estimator::{Channel, Class, EstimatorConfig, Report};
 
@@ -197,9 +197,9 @@ impl Station {
         .encode()
     }
 
-    /// The data frame of one report: float rectangular phasors in V and A, frequency in Hz,
-    /// ROCOF in Hz/s, the report's clock state in FRACSEC and STAT.
-    pub fn encode_data(&self, report: &Report) -> Result<Vec<u8>, StationError> {
+    /// The data frame of one report: float rectangular phasors in V and A, frequency and ROCOF
+    /// in the station's format, the report's clock state in FRACSEC and STAT.
+    pub fn data_frame(&self, report: &Report) -> Result<DataFrame, StationError> {
         let count = (u64::from(report.time.index) * u64::from(TIME_BASE)
             / u64::from(report.time.rate)) as u32;
         let soc = u32::try_from(report.time.sec).map_err(|_| StationError::SocOutOfRange {
@@ -214,7 +214,7 @@ impl Station {
                 im: phasor.im as f32,
             })
             .collect();
-        crate::c37118::DataFrame {
+        Ok(DataFrame {
             header: CommonHeader::new(
                 FrameType::Data,
                 self.idcode,
@@ -229,9 +229,12 @@ impl Station {
                 analogs: Vec::new(),
                 digitals: Vec::new(),
             }],
-        }
-        .encode()
-        .map_err(StationError::from)
+        })
+    }
+
+    /// [`Self::data_frame`], encoded.
+    pub fn encode_data(&self, report: &Report) -> Result<Vec<u8>, StationError> {
+        Ok(self.data_frame(report)?.encode()?)
     }
 
     fn frequency(&self, hertz: f64) -> Frequency {

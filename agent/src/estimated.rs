@@ -1,0 +1,139 @@
+//! The appliance's own PMU: raw samples → estimator → reports, served as C37.118.2 when the
+//! configuration says so, and handed on as data frames with the stream's CFG-2, exactly what a
+//! PMU read over the network gives, so the data path treats both alike.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use edgeward_measurement::c37118::{ConfigFrame, ConfigKind, DataFrame, IdCode};
+use edgeward_measurement::estimator::signal::{Nameplate, TestSignal, Waveform};
+use edgeward_measurement::sample::Timestamp;
+use edgeward_measurement::server::{FrequencyFormat, PmuServer, ServerOptions, Station};
+use edgeward_measurement::source::{run_simulated, SimulatedSource};
+use tokio::sync::mpsc;
+use tracing::{info, warn, Instrument};
+
+use crate::config::{EstimatedPmu, Sampling};
+
+/// A running estimated stream: its configuration and its data frames as they are reported.
+pub struct EstimatedStream {
+    pub config: Arc<ConfigFrame>,
+    pub frames: mpsc::Receiver<DataFrame>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for EstimatedStream {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// STN holds 16 ASCII characters.
+fn station_name(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii)
+        .take(16)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+/// Starts sampling at the next whole UTC second (the time base is the appliance's clock), the
+/// estimator and, when configured, the C37.118.2 server.
+pub async fn start(name: &str, idcode: IdCode, pmu: &EstimatedPmu) -> Result<EstimatedStream> {
+    let estimator = pmu.estimator;
+    let Sampling::Simulated {
+        frequency,
+        noise,
+        voltage,
+        current,
+    } = pmu.sampling;
+    let header = format!(
+        "Edgeward appliance PMU {name}: C37.118.1 {} class, {} fps, estimated from simulated \
+         samples at {} Hz ({frequency} Hz signal)",
+        estimator.class(),
+        estimator.rate(),
+        estimator.fs()
+    );
+    let station = Station::new(idcode, &station_name(name), estimator, &header, 1)
+        .with_context(|| format!("PMU {name}"))?
+        .with_frequency_format(if pmu.serve_integer_frequency {
+            FrequencyFormat::Integer
+        } else {
+            FrequencyFormat::Float
+        });
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let config = Arc::new(station.config_frame(ConfigKind::Cfg2, now.as_secs() as u32));
+    let server = if pmu.serve_tcp.is_some() || pmu.serve_udp.is_some() {
+        let options = ServerOptions {
+            tcp: pmu.serve_tcp,
+            udp: pmu.serve_udp,
+            ..ServerOptions::default()
+        };
+        let server = PmuServer::bind(station.clone(), options)
+            .await
+            .with_context(|| format!("PMU {name}: serving C37.118.2"))?;
+        info!(tcp = ?server.tcp_address(), udp = ?server.udp_address(), "serving C37.118.2");
+        Some(server)
+    } else {
+        None
+    };
+    let waveform = Waveform::new(
+        TestSignal::Steady {
+            frequency,
+            magnitude: 1.0,
+        },
+        Nameplate {
+            voltage,
+            current,
+            ..Nameplate::default()
+        },
+        estimator.nominal().hertz(),
+    );
+    let start = Timestamp {
+        sec: now.as_secs() + 1,
+        nsec: 0,
+    };
+    let source = SimulatedSource::new(waveform, estimator.fs(), start, noise, rand::random())
+        .with_context(|| format!("PMU {name}"))?;
+    info!(
+        class = %estimator.class(),
+        rate = estimator.rate(),
+        fs = estimator.fs(),
+        frequency,
+        noise,
+        "estimating from simulated samples"
+    );
+    let (report_tx, mut reports) = mpsc::channel(1024);
+    let (frame_tx, frames) = mpsc::channel(1024);
+    let sampling = tokio::spawn(run_simulated(source, estimator, report_tx).in_current_span());
+    let forwarding = tokio::spawn(
+        async move {
+            while let Some(report) = reports.recv().await {
+                if let Some(server) = &server {
+                    if let Err(error) = server.publish(&report) {
+                        warn!(%error, "a report was not served");
+                    }
+                }
+                match station.data_frame(&report) {
+                    Ok(frame) => {
+                        if frame_tx.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => warn!(%error, "a report did not become a data frame"),
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    Ok(EstimatedStream {
+        config,
+        frames,
+        tasks: vec![sampling, forwarding],
+    })
+}
