@@ -155,6 +155,27 @@ mod tests {
     }
 
     #[test]
+    fn an_adc_stream_reads_an_ads131m08() {
+        let config = AgentConfig::parse("[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='M'\nnominal=50\nrate=50\nsampling='ads131m'\nfs=10000\n[pmu.estimate.adc]\nspi='/dev/spidev0.0'\ndrdy_chip='/dev/gpiochip0'\ndrdy_line=25\nclock_hz=10240000\nosr=512\ngains=[1,1,1,4,4,4,1,1]\nchannels=[0,1,2,3,4,5]\nscale=[400.0,400.0,400.0,40.0,40.0,40.0]").expect("valid");
+        let StreamSource::Estimated(pmu) = &config.pmus[0].source else {
+            panic!("an estimated stream");
+        };
+        let Sampling::Ads131m {
+            spi,
+            drdy_line,
+            adc,
+            ..
+        } = &pmu.sampling
+        else {
+            panic!("ADC sampling");
+        };
+        assert_eq!(spi, std::path::Path::new("/dev/spidev0.0"));
+        assert_eq!(*drdy_line, 25);
+        assert_eq!(adc.clock_hz / 2 / adc.osr.ratio(), 10_000);
+        assert_eq!(adc.gains[3].value(), 4);
+    }
+
+    #[test]
     fn refuses_what_cannot_work_and_says_why() {
         let cases = [
             ("[[pmu]]\nname='a'\nidcode=1\naddres='x:1'", "unknown field"),
@@ -182,6 +203,11 @@ mod tests {
                 "[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=50\nsampling='adc'\nfs=10000",
                 "unknown variant",
             ),
+            ("[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='M'\nnominal=50\nrate=50\nsampling='ads131m'\nfs=10000", "needs [pmu.estimate.adc]"),
+            ("[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='M'\nnominal=50\nrate=50\nsampling='ads131m'\nfs=8000\n[pmu.estimate.adc]\nspi='/dev/spidev0.0'\ndrdy_chip='/dev/gpiochip0'\ndrdy_line=25\nclock_hz=10240000\nosr=512\ngains=[1,1,1,4,4,4,1,1]\nchannels=[0,1,2,3,4,5]\nscale=[400.0,400.0,400.0,40.0,40.0,40.0]", "must be fs = 8000"),
+            ("[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='M'\nnominal=50\nrate=50\nsampling='ads131m'\nfs=10000\n[pmu.estimate.adc]\nspi='/dev/spidev0.0'\ndrdy_chip='/dev/gpiochip0'\ndrdy_line=25\nclock_hz=10240000\nosr=512\ngains=[3,1,1,4,4,4,1,1]\nchannels=[0,1,2,3,4,5]\nscale=[400.0,400.0,400.0,40.0,40.0,40.0]", "gain 3"),
+            ("[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='M'\nnominal=50\nrate=50\nsampling='ads131m'\nfs=10000\n[pmu.estimate.adc]\nspi='/dev/spidev0.0'\ndrdy_chip='/dev/gpiochip0'\ndrdy_line=25\nclock_hz=10240000\nosr=512\ngains=[1,1,1,4,4,4,1,1]\nchannels=[0,1,2,3,4,4]\nscale=[400.0,400.0,400.0,40.0,40.0,40.0]", "six different"),
+            ("[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='M'\nnominal=50\nrate=50\nsampling='ads131m'\nfs=10000\n[pmu.estimate.adc]\nspi='/dev/spidev0.0'\ndrdy_chip='/dev/gpiochip0'\ndrdy_line=25\nclock_hz=10240000\nosr=500\ngains=[1,1,1,4,4,4,1,1]\nchannels=[0,1,2,3,4,5]\nscale=[400.0,400.0,400.0,40.0,40.0,40.0]", "osr = 500"),
             (
                 "[[pmu]]\nname='a'\nidcode=1\n[pmu.estimate]\nclass='P'\nnominal=50\nrate=50\nsampling='simulated'\nfs=10000\nfrequency=57.0",
                 "outside 50 ± 5 Hz",

@@ -44,18 +44,21 @@ fn station_name(name: &str) -> String {
 /// estimator and, when configured, the C37.118.2 server.
 pub async fn start(name: &str, idcode: IdCode, pmu: &EstimatedPmu) -> Result<EstimatedStream> {
     let estimator = pmu.estimator;
-    let Sampling::Simulated {
-        frequency,
-        noise,
-        voltage,
-        current,
-    } = pmu.sampling;
+    let described = match &pmu.sampling {
+        Sampling::Simulated { frequency, .. } => {
+            format!(
+                "simulated samples at {} Hz ({frequency} Hz signal)",
+                estimator.fs()
+            )
+        }
+        Sampling::Ads131m { spi, .. } => {
+            format!("an ADS131M08 on {} at {} Hz", spi.display(), estimator.fs())
+        }
+    };
     let header = format!(
-        "Edgeward appliance PMU {name}: C37.118.1 {} class, {} fps, estimated from simulated \
-         samples at {} Hz ({frequency} Hz signal)",
+        "Edgeward appliance PMU {name}: C37.118.1 {} class, {} fps, estimated from {described}",
         estimator.class(),
         estimator.rate(),
-        estimator.fs()
     );
     let station = Station::new(idcode, &station_name(name), estimator, &header, 1)
         .with_context(|| format!("PMU {name}"))?
@@ -82,35 +85,61 @@ pub async fn start(name: &str, idcode: IdCode, pmu: &EstimatedPmu) -> Result<Est
     } else {
         None
     };
-    let waveform = Waveform::new(
-        TestSignal::Steady {
+    let (report_tx, mut reports) = mpsc::channel(1024);
+    let sampling = match pmu.sampling.clone() {
+        Sampling::Simulated {
             frequency,
-            magnitude: 1.0,
-        },
-        Nameplate {
+            noise,
             voltage,
             current,
-            ..Nameplate::default()
-        },
-        estimator.nominal().hertz(),
-    );
-    let start = Timestamp {
-        sec: now.as_secs() + 1,
-        nsec: 0,
+        } => {
+            let waveform = Waveform::new(
+                TestSignal::Steady {
+                    frequency,
+                    magnitude: 1.0,
+                },
+                Nameplate {
+                    voltage,
+                    current,
+                    ..Nameplate::default()
+                },
+                estimator.nominal().hertz(),
+            );
+            let start = Timestamp {
+                sec: now.as_secs() + 1,
+                nsec: 0,
+            };
+            let source =
+                SimulatedSource::new(waveform, estimator.fs(), start, noise, rand::random())
+                    .with_context(|| format!("PMU {name}"))?;
+            info!(
+                class = %estimator.class(),
+                rate = estimator.rate(),
+                fs = estimator.fs(),
+                frequency,
+                noise,
+                "estimating from simulated samples"
+            );
+            tokio::spawn(run_simulated(source, estimator, report_tx).in_current_span())
+        }
+        Sampling::Ads131m {
+            spi,
+            spi_hz,
+            drdy_chip,
+            drdy_line,
+            adc,
+        } => {
+            let span = tracing::Span::current();
+            let name = name.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                read_adc(
+                    &name, &spi, spi_hz, &drdy_chip, drdy_line, adc, estimator, report_tx,
+                )
+            })
+        }
     };
-    let source = SimulatedSource::new(waveform, estimator.fs(), start, noise, rand::random())
-        .with_context(|| format!("PMU {name}"))?;
-    info!(
-        class = %estimator.class(),
-        rate = estimator.rate(),
-        fs = estimator.fs(),
-        frequency,
-        noise,
-        "estimating from simulated samples"
-    );
-    let (report_tx, mut reports) = mpsc::channel(1024);
     let (frame_tx, frames) = mpsc::channel(1024);
-    let sampling = tokio::spawn(run_simulated(source, estimator, report_tx).in_current_span());
     let forwarding = tokio::spawn(
         async move {
             while let Some(report) = reports.recv().await {
@@ -136,4 +165,76 @@ pub async fn start(name: &str, idcode: IdCode, pmu: &EstimatedPmu) -> Result<Est
         frames,
         tasks: vec![sampling, forwarding],
     })
+}
+
+/// Reads the ADC on this blocking thread until the stream's receiver goes or the ADC fails.
+///
+/// Without a PPS to start conversions on a UTC second, the first sample's time is the system
+/// clock's when the ADC was configured: NTP-good to some milliseconds, so every report says
+/// its clock is unlocked with a 10 ms bound (STAT bit 13), and the platform is told so.
+#[allow(clippy::too_many_arguments)]
+fn read_adc(
+    name: &str,
+    spi: &std::path::Path,
+    spi_hz: u32,
+    chip: &std::path::Path,
+    line: u32,
+    adc: edgeward_measurement::source::ads131m::AdcConfig,
+    estimator: edgeward_measurement::estimator::EstimatorConfig,
+    reports: mpsc::Sender<edgeward_measurement::estimator::Report>,
+) {
+    use edgeward_measurement::c37118::ClockState;
+    use edgeward_measurement::estimator::Estimator;
+    use edgeward_measurement::source::ads131m::{linux, AdcError};
+    use edgeward_measurement::source::SampleSource;
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let start = Timestamp {
+        sec: now.as_secs(),
+        nsec: now.subsec_nanos(),
+    };
+    let mut adc = match linux::open(
+        &spi.to_string_lossy(),
+        spi_hz,
+        &chip.to_string_lossy(),
+        line,
+        adc,
+        start,
+    ) {
+        Ok(adc) => adc,
+        Err(error) => {
+            tracing::error!(%error, "PMU {name}: the ADC did not open; the stream ends");
+            return;
+        }
+    };
+    adc.set_clock(ClockState::Unlocked { code: 8 });
+    info!(fs = adc.rate(), "reading the ADS131M08");
+    let mut estimator = Estimator::new(estimator, adc.start());
+    loop {
+        match adc.next_set() {
+            Ok((set, clock)) => {
+                if let Some(report) = estimator.push(&set, clock) {
+                    if reports.blocking_send(report).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(AdcError::Crc { found, computed }) => {
+                // The dropped sample leaves a gap: the window restarts after it.
+                warn!(
+                    found,
+                    computed,
+                    crc_errors = adc.crc_errors(),
+                    "an ADC frame failed its CRC"
+                );
+                estimator = Estimator::new(*estimator.config(), adc.next_time());
+            }
+            Err(error) => {
+                tracing::error!(%error, "the ADC failed; the stream ends");
+                return;
+            }
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub struct Draft {
     pub buffer_bytes: Option<u64>,
     /// TCP PMU streams: name, IDCODE, `host:port`.
     pub pmus: Vec<(String, u16, String)>,
+    /// Streams the appliance estimates itself, from simulated samples.
+    pub estimated: Vec<EstimatedDraft>,
     /// Workload bundles (file names in the ESP's `EFI/edgeward/workloads/`).
     pub workloads: Vec<String>,
 }
@@ -102,11 +104,36 @@ struct Data {
     heartbeat_seconds: Option<u64>,
 }
 
+/// An estimated stream of a [`Draft`]: `[pmu.estimate]` with simulated samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct EstimatedDraft {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(skip)]
+    pub idcode: u16,
+    /// `P` or `M`.
+    pub class: String,
+    pub nominal: u32,
+    pub rate: u32,
+    #[serde(serialize_with = "simulated")]
+    pub sampling: (),
+    pub fs: u32,
+    pub frequency: f64,
+    pub noise: f64,
+}
+
+fn simulated<S: serde::Serializer>(_: &(), serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("simulated")
+}
+
 #[derive(Serialize)]
 struct Pmu<'a> {
     name: &'a str,
     idcode: u16,
-    address: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimate: Option<&'a EstimatedDraft>,
 }
 
 impl Draft {
@@ -142,8 +169,15 @@ impl Draft {
                 .map(|(name, idcode, address)| Pmu {
                     name,
                     idcode: *idcode,
-                    address,
+                    address: Some(address),
+                    estimate: None,
                 })
+                .chain(self.estimated.iter().map(|estimated| Pmu {
+                    name: &estimated.name,
+                    idcode: estimated.idcode,
+                    address: None,
+                    estimate: Some(estimated),
+                }))
                 .collect(),
             workload: self
                 .workloads
@@ -175,6 +209,7 @@ pub(crate) fn example(ca: &str) -> Draft {
         workloads: Vec::new(),
         buffer_bytes: None,
         pmus: vec![("bay-1".into(), 7, "10.0.2.2:4712".into())],
+        estimated: Vec::new(),
     }
 }
 
@@ -190,6 +225,17 @@ mod tests {
         let mut draft = example(CA);
         draft.brokers.push("192.0.2.9:8883".into());
         draft.pmus.push(("bay-2".into(), 8, "10.0.2.2:4713".into()));
+        draft.estimated.push(EstimatedDraft {
+            name: "feeder-3".into(),
+            idcode: 9,
+            class: "M".into(),
+            nominal: 50,
+            rate: 10,
+            sampling: (),
+            fs: 10_000,
+            frequency: 50.08,
+            noise: 0.0,
+        });
         draft
     }
 
@@ -204,13 +250,22 @@ mod tests {
         assert_eq!(config.block_seconds, 2);
         assert_eq!(config.heartbeat_seconds, 10, "left out: the default");
         let names: Vec<&str> = config.pmus.iter().map(|pmu| pmu.name.as_str()).collect();
-        assert_eq!(names, ["bay-1", "bay-2"]);
+        assert_eq!(names, ["bay-1", "bay-2", "feeder-3"]);
+        let crate::pmu::StreamSource::Estimated(estimated) = &config.pmus[2].source else {
+            panic!("feeder-3 is estimated");
+        };
+        assert_eq!(estimated.estimator.rate(), 10);
+        assert!(matches!(
+            estimated.sampling,
+            crate::pmu::Sampling::Simulated { frequency, .. } if frequency == 50.08
+        ));
     }
 
     #[test]
     fn a_draft_is_judged_as_any_file_is() {
         let mut draft = draft();
         draft.pmus.clear();
+        draft.estimated.clear();
         let text = draft.to_toml().expect("TOML");
         assert!(
             DeviceConfig::parse(&text).is_err(),

@@ -24,6 +24,20 @@
 //! serve_udp = "0.0.0.0:4713"   # optional
 //! serve_integer_frequency = false   # FREQ as integer mHz, for PDCs that misread float
 //! ```
+//!
+//! With `sampling = "ads131m"` the samples come from an ADS131M08 (`fs` = clock_hz / 2 / osr):
+//!
+//! ```toml
+//! [pmu.estimate.adc]
+//! spi = "/dev/spidev0.0"
+//! drdy_chip = "/dev/gpiochip0"
+//! drdy_line = 25
+//! clock_hz = 10240000
+//! osr = 512
+//! gains = [1, 1, 1, 4, 4, 4, 1, 1]
+//! channels = [0, 1, 2, 3, 4, 5]        # ADC channels of Va, Vb, Vc, Ia, Ib, Ic
+//! scale = [400.0, 400.0, 400.0, 40.0, 40.0, 40.0]   # primary V or A per volt at the pin
+//! ```
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -80,6 +94,27 @@ enum RawClass {
 #[serde(rename_all = "kebab-case")]
 enum RawSampling {
     Simulated,
+    Ads131m,
+}
+
+/// `[pmu.estimate.adc]`: an ADS131M08 on SPI with a data-ready GPIO line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdc {
+    spi: PathBuf,
+    #[serde(default = "default_spi_hz")]
+    spi_hz: u32,
+    drdy_chip: PathBuf,
+    drdy_line: u32,
+    clock_hz: u32,
+    osr: u32,
+    gains: [u8; 8],
+    channels: [u8; 6],
+    scale: [f64; 6],
+}
+
+fn default_spi_hz() -> u32 {
+    8_000_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +136,7 @@ struct RawEstimate {
     serve_udp: Option<SocketAddr>,
     #[serde(default)]
     serve_integer_frequency: bool,
+    adc: Option<RawAdc>,
 }
 
 fn default_voltage() -> f64 {
@@ -148,8 +184,17 @@ pub struct EstimatedPmu {
 }
 
 /// The raw samples of an estimated stream.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Sampling {
+    /// An ADS131M08 on `spi` (SPI mode 1 at `spi_hz`) with data-ready on `drdy_line` of
+    /// `drdy_chip`.
+    Ads131m {
+        spi: PathBuf,
+        spi_hz: u32,
+        drdy_chip: PathBuf,
+        drdy_line: u32,
+        adc: edgeward_measurement::source::ads131m::AdcConfig,
+    },
     /// The C37.118.1 steady-state signal at `frequency` Hz, with white noise of `noise` per unit,
     /// on the rated `voltage` and `current` (RMS), taken on the appliance's UTC clock.
     Simulated {
@@ -278,6 +323,76 @@ fn validate(pmu: RawPmu) -> Result<PmuStream, ConfigError> {
     })
 }
 
+fn validate_adc(name: &str, raw: RawAdc, fs: u32) -> Result<Sampling, ConfigError> {
+    use edgeward_measurement::source::ads131m::{AdcConfig, Gain, Osr};
+    let osr = match raw.osr {
+        128 => Osr::X128,
+        256 => Osr::X256,
+        512 => Osr::X512,
+        1024 => Osr::X1024,
+        2048 => Osr::X2048,
+        4096 => Osr::X4096,
+        8192 => Osr::X8192,
+        16256 => Osr::X16256,
+        other => {
+            return Err(invalid(format!(
+                "PMU {name}: osr = {other}; the ADS131M08 has 128, 256, …, 8192 and 16256"
+            )))
+        }
+    };
+    if raw.clock_hz == 0
+        || !raw.clock_hz.is_multiple_of(2 * raw.osr)
+        || raw.clock_hz / 2 / raw.osr != fs
+    {
+        return Err(invalid(format!(
+            "PMU {name}: clock_hz / 2 / osr = {} / 2 / {} must be fs = {fs} exactly",
+            raw.clock_hz, raw.osr
+        )));
+    }
+    let mut gains = Vec::with_capacity(8);
+    for gain in raw.gains {
+        gains.push(
+            Gain::new(gain).ok_or_else(|| {
+                invalid(format!("PMU {name}: gain {gain} is not 1, 2, 4, …, 128"))
+            })?,
+        );
+    }
+    let mut seen = HashSet::new();
+    for channel in raw.channels {
+        if channel > 7 || !seen.insert(channel) {
+            return Err(invalid(format!(
+                "PMU {name}: channels must be six different ADC channels 0–7, not {:?}",
+                raw.channels
+            )));
+        }
+    }
+    if raw
+        .scale
+        .iter()
+        .any(|scale| !scale.is_finite() || *scale <= 0.0)
+    {
+        return Err(invalid(format!(
+            "PMU {name}: every scale is a positive number (primary units per volt at the pin)"
+        )));
+    }
+    let gains: [Gain; 8] = gains
+        .try_into()
+        .map_err(|_| invalid(format!("PMU {name}: eight gains")))?;
+    Ok(Sampling::Ads131m {
+        spi: raw.spi,
+        spi_hz: raw.spi_hz,
+        drdy_chip: raw.drdy_chip,
+        drdy_line: raw.drdy_line,
+        adc: AdcConfig {
+            clock_hz: raw.clock_hz,
+            osr,
+            gains,
+            channels: raw.channels,
+            scale: raw.scale,
+        },
+    })
+}
+
 fn validate_estimate(name: &str, raw: RawEstimate) -> Result<EstimatedPmu, ConfigError> {
     let nominal = match raw.nominal {
         50 => NominalFrequency::Hz50,
@@ -315,13 +430,24 @@ fn validate_estimate(name: &str, raw: RawEstimate) -> Result<EstimatedPmu, Confi
             )));
         }
     }
-    let sampling = match raw.sampling {
-        RawSampling::Simulated => Sampling::Simulated {
+    let sampling = match (raw.sampling, raw.adc) {
+        (RawSampling::Simulated, None) => Sampling::Simulated {
             frequency,
             noise: raw.noise,
             voltage: raw.voltage,
             current: raw.current,
         },
+        (RawSampling::Simulated, Some(_)) => {
+            return Err(invalid(format!(
+                "PMU {name}: [pmu.estimate.adc] is for sampling = \"ads131m\", not simulated"
+            )))
+        }
+        (RawSampling::Ads131m, None) => {
+            return Err(invalid(format!(
+                "PMU {name}: sampling = \"ads131m\" needs [pmu.estimate.adc]"
+            )))
+        }
+        (RawSampling::Ads131m, Some(adc)) => validate_adc(name, adc, raw.fs)?,
     };
     Ok(EstimatedPmu {
         estimator,

@@ -180,9 +180,44 @@ impl Central {
         workloads: &[&str],
         file: &Path,
     ) -> PathBuf {
+        let host = |port: u16| format!("10.0.2.2:{port}");
+        let mut draft = self.draft(serial, workloads);
+        draft.pmus = (1..=streams)
+            .map(|n| (format!("bay-{n}"), 7, host(self.pmu.port)))
+            .collect();
+        sign_draft(&draft, release, file)
+    }
+
+    /// [`Self::device_config_with_workloads`] with the appliance as the PMU: one stream,
+    /// `bay-1`, estimated (P class, 50 fps) from simulated samples of a `frequency` Hz signal.
+    pub fn device_config_estimating(
+        &self,
+        release: &Release,
+        serial: u64,
+        workloads: &[&str],
+        frequency: f64,
+        file: &Path,
+    ) -> PathBuf {
+        let mut draft = self.draft(serial, workloads);
+        draft.estimated = vec![edgeward_config::draft::EstimatedDraft {
+            name: "bay-1".into(),
+            idcode: 7,
+            class: "P".into(),
+            nominal: 50,
+            rate: 50,
+            sampling: (),
+            fs: 10_000,
+            frequency,
+            noise: 0.0001,
+        }];
+        sign_draft(&draft, release, file)
+    }
+
+    /// A configuration for this central side, without PMU streams.
+    fn draft(&self, serial: u64, workloads: &[&str]) -> edgeward_config::draft::Draft {
         let pem = |path: &Path| std::fs::read_to_string(path).expect("PEM");
         let host = |port: u16| format!("10.0.2.2:{port}");
-        let draft = edgeward_config::draft::Draft {
+        edgeward_config::draft::Draft {
             serial,
             identity: "bay-50".into(),
             location: "sub1".into(),
@@ -198,24 +233,27 @@ impl Central {
             block_seconds: Some(1),
             heartbeat_seconds: Some(2),
             buffer_bytes: None,
-            pmus: (1..=streams)
-                .map(|n| (format!("bay-{n}"), 7, host(self.pmu.port)))
-                .collect(),
+            pmus: Vec::new(),
+            estimated: Vec::new(),
             workloads: workloads.iter().map(|name| name.to_string()).collect(),
-        };
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).expect("a directory for the configuration");
         }
-        std::fs::write(file, draft.to_toml().expect("TOML")).expect("write");
-        run_edgeward(&[
-            "config",
-            "sign",
-            &file.to_string_lossy(),
-            "--keys",
-            &release.keys.to_string_lossy(),
-        ]);
-        file.to_owned()
     }
+}
+
+/// Writes `draft` to `file` and signs it with the release's config key.
+fn sign_draft(draft: &edgeward_config::draft::Draft, release: &Release, file: &Path) -> PathBuf {
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).expect("a directory for the configuration");
+    }
+    std::fs::write(file, draft.to_toml().expect("TOML")).expect("write");
+    run_edgeward(&[
+        "config",
+        "sign",
+        &file.to_string_lossy(),
+        "--keys",
+        &release.keys.to_string_lossy(),
+    ]);
+    file.to_owned()
 }
 
 fn toml_string(text: &str) -> String {

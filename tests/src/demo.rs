@@ -168,6 +168,17 @@ pub struct ApplianceDemo {
     pub hold: u64,
     /// Signed workload bundles to release, configure and run in the appliance.
     pub workloads: Vec<PathBuf>,
+    /// Where bay-1's synchrophasors come from.
+    pub pmu: DemoPmu,
+}
+
+/// The demo's PMU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DemoPmu {
+    /// pyPMU on this machine, read over C37.118.2.
+    PyPmu,
+    /// The appliance itself, estimating from simulated samples of a signal at this frequency.
+    Estimated { frequency: f64 },
 }
 
 /// How long the demo waits, after the first verified block, for a workload's first alert.
@@ -286,13 +297,29 @@ pub fn appliance(options: &ApplianceDemo) -> Result<(), String> {
                 .unwrap_or_default()
         })
         .collect();
-    let config = central.device_config_with_workloads(
-        &release,
-        1,
-        1,
-        &names.iter().map(String::as_str).collect::<Vec<_>>(),
-        &out.join("device.toml"),
-    );
+    let workload_names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let config = match options.pmu {
+        DemoPmu::PyPmu => central.device_config_with_workloads(
+            &release,
+            1,
+            1,
+            &workload_names,
+            &out.join("device.toml"),
+        ),
+        DemoPmu::Estimated { frequency } => {
+            say(&format!(
+                "bay-1 is the appliance's own PMU: P class, 50 fps, estimated from simulated \
+                 10 kHz samples of a {frequency} Hz signal (pyPMU runs but is not read)"
+            ));
+            central.device_config_estimating(
+                &release,
+                1,
+                &workload_names,
+                frequency,
+                &out.join("device.toml"),
+            )
+        }
+    };
     let disk = out.join("disk.img");
     let bundles: Vec<&Path> = options.workloads.iter().map(PathBuf::as_path).collect();
     configured_disk_with(&image, &config, &bundles, &disk);

@@ -66,3 +66,54 @@ fn the_final_statistics_count_every_frame_printed() {
         "the snapshot before the end counts fewer: the final line is not a repeat"
     );
 }
+
+/// The appliance as the PMU, as a user tries it with `agent run`: a simulated stream prints its
+/// reports at the reporting rate with the simulated frequency, and an ADC stream whose device is
+/// not there (no SPI ADC is attached to this machine) ends at once with the reason, never with
+/// invented data.
+#[test]
+fn estimated_streams_print_their_reports_or_say_why_they_cannot() {
+    let dir = edgeward_tests::scratch("agent-run-estimated");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        "statistics_interval = 2\n\
+         [[pmu]]\nname = \"feeder-3\"\nidcode = 9\n[pmu.estimate]\nclass = \"M\"\nnominal = 60\n\
+         rate = 30\nsampling = \"simulated\"\nfs = 9600\nfrequency = 59.97\n\
+         [[pmu]]\nname = \"feeder-4\"\nidcode = 10\n[pmu.estimate]\nclass = \"P\"\nnominal = 50\n\
+         rate = 50\nsampling = \"ads131m\"\nfs = 10000\n[pmu.estimate.adc]\n\
+         spi = \"/dev/spidev-edgeward-absent\"\ndrdy_chip = \"/dev/gpiochip0\"\ndrdy_line = 25\n\
+         clock_hz = 10240000\nosr = 512\ngains = [1, 1, 1, 4, 4, 4, 1, 1]\n\
+         channels = [0, 1, 2, 3, 4, 5]\nscale = [400.0, 400.0, 400.0, 40.0, 40.0, 40.0]\n",
+    )
+    .expect("config");
+    let output = Command::new(agent_binary())
+        .args(["run", "--print-frames", "--duration", "4", "--config"])
+        .arg(&config)
+        .output()
+        .expect("edgeward-agent runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "edgeward-agent run failed: {stderr}"
+    );
+    let reports: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("feeder-3: t="))
+        .collect();
+    // About 3 s of reports (sampling starts at the next second, the M window is 260 ms).
+    assert!(reports.len() > 60, "{} reports at 30 fps", reports.len());
+    for line in &reports {
+        assert!(line.contains("[FEEDER-3 VA=230.00∠"), "{line}");
+        assert!(line.contains(" f=59.970Hz"), "{line}");
+    }
+    assert!(
+        !stdout.contains("feeder-4: t="),
+        "no report from an ADC that is not there"
+    );
+    assert!(
+        stderr.contains("the ADC did not open") && stderr.contains("/dev/spidev-edgeward-absent"),
+        "{stderr}"
+    );
+}

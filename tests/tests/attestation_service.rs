@@ -1319,6 +1319,7 @@ fn the_appliance_attests_and_streams_as_one_supervised_process() {
         heartbeat_seconds: Some(2),
         buffer_bytes: None,
         pmus: vec![("bay-1".into(), 7, format!("127.0.0.1:{}", pmu.port))],
+        estimated: Vec::new(),
         workloads: Vec::new(),
     };
     std::fs::write(&device_toml, draft.to_toml().expect("TOML")).expect("write");

@@ -42,6 +42,7 @@ fn configuration(dir: &Path) -> String {
         heartbeat_seconds: None,
         buffer_bytes: None,
         pmus: vec![("bay-1".into(), 7, "10.0.2.2:4712".into())],
+        estimated: Vec::new(),
         workloads: Vec::new(),
     }
     .to_toml()

@@ -3,6 +3,8 @@
 //! voltages and three currents, one every 1/fs, on a time base locked to UTC seconds, with the
 //! clock state of that time base.
 
+pub mod ads131m;
+
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};

@@ -17,6 +17,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PmuArg {
+    Pypmu,
+    Simulated,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The released image, configured for one device, booted in QEMU against a central side on
@@ -44,6 +50,13 @@ enum Command {
         /// bundle.
         #[arg(long = "workload", value_name = "FILE")]
         workloads: Vec<PathBuf>,
+        /// Where bay-1's synchrophasors come from: pyPMU on this machine, or the appliance's
+        /// own estimator on simulated samples (`[pmu.estimate]`).
+        #[arg(long, value_enum, default_value = "pypmu")]
+        pmu: PmuArg,
+        /// The simulated signal's frequency with `--pmu simulated`.
+        #[arg(long, value_name = "HZ", default_value_t = 50.08)]
+        frequency: f64,
     },
     /// PMU samples to a platform-layout store, signed in the TPM and time-stamped, without QEMU.
     DataPath {
@@ -81,6 +94,8 @@ fn main() -> ExitCode {
             blocks,
             hold,
             workloads,
+            pmu,
+            frequency,
         } => demo::appliance(&demo::ApplianceDemo {
             image,
             keys,
@@ -88,6 +103,10 @@ fn main() -> ExitCode {
             blocks: blocks as usize,
             hold,
             workloads,
+            pmu: match pmu {
+                PmuArg::Pypmu => demo::DemoPmu::PyPmu,
+                PmuArg::Simulated => demo::DemoPmu::Estimated { frequency },
+            },
         }),
         Command::DataPath {
             out,
