@@ -4,7 +4,6 @@
 //! writable copy of the image's disk.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::platform::Platform;
 use crate::pypmu::{free_port, PyPmu};
@@ -268,13 +267,7 @@ pub fn configured_disk(image: &Path, config: &Path, disk: &Path) {
 
 /// [`configured_disk`] with the workload bundles `workloads` on its ESP.
 pub fn configured_disk_with(image: &Path, config: &Path, workloads: &[&Path], disk: &Path) {
-    let copied = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(image.join("disk.img"))
-        .arg(disk)
-        .status()
-        .expect("cp");
-    assert!(copied.success());
+    crate::copy_sparse(&image.join("disk.img"), disk);
     let mut args: Vec<String> = [
         "image",
         "configure",

@@ -156,6 +156,23 @@ pub fn scratch_shared(name: &str) -> PathBuf {
     scratch(name)
 }
 
+/// Copies `from` to `to` keeping its holes: an image's disk is mostly an empty data partition,
+/// and a plain copy writes its gigabytes out in full (a CI run once filled its disk that way).
+pub fn copy_sparse(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(
+        status.success(),
+        "cp {} {} failed",
+        from.display(),
+        to.display()
+    );
+}
+
 /// `edgeward image build` of the image with `agent` as /init, signed with `keys`, into `out`.
 pub fn build_image(keys: &std::path::Path, out: &std::path::Path, agent: &std::path::Path) {
     build_image_with(keys, out, agent, &[]);

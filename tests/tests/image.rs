@@ -16,7 +16,9 @@ use edgeward_bootchain::eventlog::{parse, replay, HashAlgorithm, PcrIndex};
 use edgeward_bootchain::manifest::{find_match, EventDifference, ReleaseKey};
 use edgeward_image::manifest::{verify_manifest, ManifestError};
 use edgeward_tests::qemu::{self, BootOutcome};
-use edgeward_tests::{agent_binary, build_image, build_image_with, run_edgeward, scratch};
+use edgeward_tests::{
+    agent_binary, build_image, build_image_with, copy_sparse, run_edgeward, scratch,
+};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -86,7 +88,7 @@ fn live_pcrs(outcome: &BootOutcome) -> BTreeMap<String, String> {
 fn boot_with_uki(image: &Path, uki: &Path, dir: &Path, tpm: &Path) -> BootOutcome {
     std::fs::create_dir_all(dir).expect("variant directory");
     for file in ["disk.img", "OVMF_VARS.fd"] {
-        std::fs::copy(image.join(file), dir.join(file)).expect("copy");
+        copy_sparse(&image.join(file), &dir.join(file));
     }
     let target = format!("{}@@1M", dir.join("disk.img").display());
     let status = Command::new("mcopy")
@@ -97,7 +99,15 @@ fn boot_with_uki(image: &Path, uki: &Path, dir: &Path, tpm: &Path) -> BootOutcom
         .status()
         .expect("mcopy runs");
     assert!(status.success(), "mcopy could not replace the UKI");
-    qemu::boot(dir, tpm, REFUSAL_TIMEOUT)
+    boot_and_discard_disk(dir, tpm)
+}
+
+/// Boots the variant in `dir`; its disk goes once the console is read (each is a copy of the
+/// image's).
+fn boot_and_discard_disk(dir: &Path, tpm: &Path) -> BootOutcome {
+    let outcome = qemu::boot(dir, tpm, REFUSAL_TIMEOUT);
+    let _ = std::fs::remove_file(dir.join("disk.img"));
+    outcome
 }
 
 /// Boots a copy of `image`'s disk whose root partition has one byte changed in the first block
@@ -105,7 +115,7 @@ fn boot_with_uki(image: &Path, uki: &Path, dir: &Path, tpm: &Path) -> BootOutcom
 fn boot_with_altered_root(image: &Path, dir: &Path, tpm: &Path) -> BootOutcome {
     std::fs::create_dir_all(dir).expect("variant directory");
     for file in ["disk.img", "OVMF_VARS.fd"] {
-        std::fs::copy(image.join(file), dir.join(file)).expect("copy");
+        copy_sparse(&image.join(file), &dir.join(file));
     }
     let disk = dir.join("disk.img");
     // The partition by its GPT name, as sfdisk reads the table.
@@ -172,7 +182,7 @@ fn boot_with_altered_root(image: &Path, dir: &Path, tpm: &Path) -> BootOutcome {
     file.seek(std::io::SeekFrom::Start(at)).expect("seek");
     file.write_all(&byte).expect("write");
     drop(file);
-    qemu::boot(dir, tpm, REFUSAL_TIMEOUT)
+    boot_and_discard_disk(dir, tpm)
 }
 
 fn assert_refused(outcome: &BootOutcome, what: &str) {
