@@ -405,16 +405,42 @@ pub mod linux {
     use super::{AdcConfig, AdcError, Ads131m, DataReady};
     use crate::sample::Timestamp;
 
+    /// How long data-ready may stay quiet: the slowest rate the device has (8.192 MHz / 2 /
+    /// 16256) is a conversion every 4 ms, so a second without one is a device that stopped (or
+    /// lost its clock), and the stream ends with that reason instead of a thread waiting forever.
+    const SILENCE_LIMIT_MS: u16 = 1000;
+
     /// Data-ready from the kernel's edge events: no polling.
     pub struct EdgeReady {
         events: gpio_cdev::LineEventHandle,
     }
 
+    /// Why data-ready did not come.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum EdgeReadyError {
+        #[error("the GPIO line: {0}")]
+        Gpio(#[from] gpio_cdev::errors::Error),
+        #[error("waiting for the GPIO line: {0}")]
+        Poll(#[from] nix::Error),
+        #[error("no data-ready edge for {SILENCE_LIMIT_MS} ms: the ADC stopped converting")]
+        Silent,
+    }
+
     impl DataReady for EdgeReady {
-        type Error = gpio_cdev::errors::Error;
+        type Error = EdgeReadyError;
 
         fn wait(&mut self) -> Result<(), Self::Error> {
+            use nix::poll::{poll, PollFd, PollFlags};
+            use std::os::fd::AsFd;
             loop {
+                let mut fds = [PollFd::new(self.events.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, SILENCE_LIMIT_MS) {
+                    Ok(0) => return Err(EdgeReadyError::Silent),
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => continue,
+                    Err(error) => return Err(error.into()),
+                }
                 if self.events.get_event()?.event_type() == EventType::FallingEdge {
                     return Ok(());
                 }
@@ -438,7 +464,7 @@ pub mod linux {
             source: gpio_cdev::errors::Error,
         },
         #[error("the ADC: {0}")]
-        Adc(#[from] AdcError<linux_embedded_hal::SPIError, gpio_cdev::errors::Error>),
+        Adc(#[from] AdcError<linux_embedded_hal::SPIError, EdgeReadyError>),
     }
 
     /// Opens `spi` (`/dev/spidevB.C`, SPI mode 1 at `spi_hz`) and the data-ready `line` of
