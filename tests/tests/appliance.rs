@@ -12,13 +12,15 @@
 //! power button stops it cleanly. An image the owner signed but never released boots, gets no
 //! certificate, and publishes nothing. Signed workloads run in it measured, confined and
 //! limited; a foreign-signed one is refused, an altered one dies when dm-verity refuses its
-//! block.
+//! block. In that boot the appliance is its own PMU (a simulated source, estimated in the guest):
+//! its estimate is what the platform files and what raises the workload's frequency alarm.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use edgeward_measurement::sample::Value;
 use edgeward_tests::appliance::{configured_disk, configured_disk_with, Central, Release, RATE};
 use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe, Collector};
 use edgeward_tests::qemu::{self, Vm};
@@ -26,6 +28,9 @@ use edgeward_tests::workloads::{assert_probe_passed, bundle, example_workload};
 use edgeward_tests::{build_image, build_image_with, run_edgeward, shipped_agent_binary};
 
 const POINT: &str = "sub1/bay-50/bay-1";
+/// The simulated signal's frequency where the appliance is the PMU: 80 mHz above 50 Hz, outside
+/// the frequency alarm's ±50 mHz band.
+const ESTIMATED_FREQUENCY: f64 = 50.08;
 
 /// The released image and its keys, built once for the file.
 static RELEASE: OnceLock<Option<Release>> = OnceLock::new();
@@ -563,11 +568,13 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
     ) else {
         return;
     };
-    let config = central.device_config_with_workloads(
+    // The appliance is bay-1's PMU here (P class, 50 fps, from simulated 10 kHz samples), so
+    // the alarm's input is the guest's own estimate, outside the alarm's band.
+    let config = central.device_config_estimating(
         release,
         1,
-        1,
         &["freq-alarm.ewb", "probe.ewb", "tampered.ewb", "foreign.ewb"],
+        ESTIMATED_FREQUENCY,
         &dir.join("device.toml"),
     );
     let disk = dir.join("disk.img");
@@ -733,4 +740,30 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
         .platform
         .verify_data_trusting(&store, &central.device_ca);
     assert!(ok, "verify-data:\n{report}");
+    // What the platform filed is the guest's estimate: six phasors, then a frequency that
+    // stays at the simulated signal's (pyPMU's sweeps 49.9 to 50.1 Hz), on the 50/s grid.
+    assert!(
+        console.contains("estimating from simulated samples"),
+        "bay-1 estimated in the guest: {console}"
+    );
+    let samples: Vec<_> = block_files_of(&store, POINT)
+        .iter()
+        .flat_map(|file| {
+            edgeward_platform::parquet_block::decode_block(std::fs::read(file).expect("read"))
+                .expect("a block")
+        })
+        .collect();
+    assert!(samples.len() >= 150, "{} samples", samples.len());
+    for pair in samples.windows(2) {
+        assert_eq!(pair[1].sequence, pair[0].sequence + 1, "a report missing");
+    }
+    for sample in &samples {
+        let Value::Float(frequency) = sample.values[6] else {
+            panic!("the frequency after six phasors: {:?}", sample.values);
+        };
+        assert!(
+            (frequency - ESTIMATED_FREQUENCY).abs() <= 0.002,
+            "recorded {frequency} Hz"
+        );
+    }
 }
