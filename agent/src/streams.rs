@@ -22,7 +22,7 @@ enum Report {
         stream: String,
         statistics: StreamStatistics,
     },
-    /// The stream's figures when it was told to stop.
+    /// The stream's figures when it was told to stop, or when it ended on its own.
     Final {
         stream: String,
         statistics: StreamStatistics,
@@ -61,6 +61,7 @@ pub async fn run(
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stdout = std::io::stdout();
     let mut last: std::collections::BTreeMap<String, StreamStatistics> = Default::default();
+    let mut finals: std::collections::BTreeMap<String, StreamStatistics> = Default::default();
     loop {
         tokio::select! {
             report = rx.recv() => match report {
@@ -72,8 +73,12 @@ pub async fn run(
                     print_statistics(&stream, &statistics);
                     last.insert(stream, statistics);
                 }
-                // Only sent after the stop below.
-                Some(Report::Final { .. }) => {}
+                // A stream that ended on its own (its source failed): its figures are kept
+                // for the end, where every stream's are printed.
+                Some(Report::Final { stream, statistics }) => {
+                    warn!(%stream, "the stream ended");
+                    finals.insert(stream, statistics);
+                }
                 None => break,
             },
             _ = &mut deadline => break,
@@ -84,7 +89,6 @@ pub async fn run(
     // Each stream reports its figures as of now, not its last periodic snapshot; frames still
     // queued for printing are printed first.
     let _ = stop.send(true);
-    let mut finals: std::collections::BTreeMap<String, StreamStatistics> = Default::default();
     let collected = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(report) = rx.recv().await {
             match report {

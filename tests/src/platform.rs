@@ -618,12 +618,19 @@ pub fn recorded_sequences(store: &Path) -> Vec<u64> {
 
 /// Every recorded sequence of the point `location/device/pmu`, in block order.
 pub fn recorded_sequences_of(store: &Path, point: &str) -> Vec<u64> {
+    recorded_samples_of(store, point)
+        .into_iter()
+        .map(|sample| sample.sequence)
+        .collect()
+}
+
+/// Every sample the recorder filed for `point`, block after block.
+pub fn recorded_samples_of(store: &Path, point: &str) -> Vec<edgeward_measurement::sample::Sample> {
     block_files_of(store, point)
         .iter()
         .flat_map(|file| {
             edgeward_platform::parquet_block::decode_block(std::fs::read(file).expect("read"))
                 .expect("block")
         })
-        .map(|sample| sample.sequence)
         .collect()
 }

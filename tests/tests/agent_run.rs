@@ -116,4 +116,23 @@ fn estimated_streams_print_their_reports_or_say_why_they_cannot() {
         stderr.contains("the ADC did not open") && stderr.contains("/dev/spidev-edgeward-absent"),
         "{stderr}"
     );
+    // Every stream's final figures are printed, the one that ended early too: none lost.
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("feeder-4: STATS") && line.contains(" data=0 ")),
+        "the ended stream's final figures: {stdout}"
+    );
+    let final_data = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("feeder-3: STATS frames="))
+        .next_back()
+        .and_then(|rest| rest.split_whitespace().nth(1)?.strip_prefix("data="))
+        .and_then(|data| data.parse::<usize>().ok())
+        .expect("feeder-3's final figures");
+    assert_eq!(
+        final_data,
+        reports.len(),
+        "the final figures count every printed report"
+    );
 }

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgeward_measurement::sample::Value;
 use edgeward_tests::appliance::{configured_disk, configured_disk_with, Central, Release, RATE};
-use edgeward_tests::platform::{block_files_of, recorded_sequences_of, subscribe, Collector};
+use edgeward_tests::platform::{
+    block_files_of, recorded_samples_of, recorded_sequences_of, subscribe, Collector,
+};
 use edgeward_tests::qemu::{self, Vm};
 use edgeward_tests::workloads::{assert_probe_passed, bundle, example_workload};
 use edgeward_tests::{build_image, build_image_with, run_edgeward, shipped_agent_binary};
@@ -746,13 +748,7 @@ fn signed_workloads_run_measured_confined_and_limited_in_the_appliance() {
         console.contains("estimating from simulated samples"),
         "bay-1 estimated in the guest: {console}"
     );
-    let samples: Vec<_> = block_files_of(&store, POINT)
-        .iter()
-        .flat_map(|file| {
-            edgeward_platform::parquet_block::decode_block(std::fs::read(file).expect("read"))
-                .expect("a block")
-        })
-        .collect();
+    let samples = recorded_samples_of(&store, POINT);
     assert!(samples.len() >= 150, "{} samples", samples.len());
     for pair in samples.windows(2) {
         assert_eq!(pair[1].sequence, pair[0].sequence + 1, "a report missing");

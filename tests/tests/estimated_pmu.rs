@@ -9,7 +9,7 @@ use std::time::Duration;
 use edgeward_measurement::c37118::{IdCode, NominalFrequency};
 use edgeward_measurement::client::{ClientEvent, ClientOptions, PmuClient, SessionEvent};
 use edgeward_measurement::sample::Value;
-use edgeward_tests::platform::{block_files, Platform};
+use edgeward_tests::platform::{block_files, recorded_samples_of, Platform};
 use edgeward_tests::pypmu::free_port;
 
 const FREQUENCY: f64 = 50.02;
@@ -94,17 +94,13 @@ fn estimated_reports_reach_the_store_signed_and_are_served_as_c37118() {
     drop(recorder);
     let (ok, report) = platform.verify_data(&store);
     assert!(ok, "verify-data:\n{report}");
-    let files = block_files(&store);
-    assert!(files.len() >= 3, "at least three 1 s blocks: {report}");
+    assert!(
+        block_files(&store).len() >= 3,
+        "at least three 1 s blocks: {report}"
+    );
     // Every report of the run is there, on the 50/s grid, none twice, none missing, and each
     // carries the estimate: six phasors, then the frequency.
-    let samples: Vec<_> = files
-        .iter()
-        .flat_map(|file| {
-            edgeward_platform::parquet_block::decode_block(std::fs::read(file).expect("read"))
-                .expect("a block")
-        })
-        .collect();
+    let samples = recorded_samples_of(&store, "sub1/pmu-a/bay-1");
     assert!(samples.len() >= 150, "{} samples", samples.len());
     for pair in samples.windows(2) {
         assert_eq!(
