@@ -20,14 +20,28 @@ use crate::config::{EstimatedPmu, Sampling};
 pub struct EstimatedStream {
     pub config: Arc<ConfigFrame>,
     pub frames: mpsc::Receiver<DataFrame>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The sample source; it ends with its reason when it fails.
+    sampling: tokio::task::JoinHandle<Option<String>>,
+    forwarding: tokio::task::JoinHandle<()>,
+}
+
+impl EstimatedStream {
+    /// Why the sample source stopped, once `frames` has ended.
+    pub async fn failure(&mut self) -> String {
+        match (&mut self.sampling).await {
+            Ok(Some(reason)) => reason,
+            Ok(None) => "the sample source stopped".into(),
+            Err(error) => format!("the sample source's task failed: {error}"),
+        }
+    }
 }
 
 impl Drop for EstimatedStream {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        // A blocking ADC thread cannot be aborted: it ends at its next sample, when it finds
+        // the reports' receiver gone, or within a second when data-ready falls silent.
+        self.sampling.abort();
+        self.forwarding.abort();
     }
 }
 
@@ -120,7 +134,13 @@ pub async fn start(name: &str, idcode: IdCode, pmu: &EstimatedPmu) -> Result<Est
                 noise,
                 "estimating from simulated samples"
             );
-            tokio::spawn(run_simulated(source, estimator, report_tx).in_current_span())
+            tokio::spawn(
+                async move {
+                    run_simulated(source, estimator, report_tx).await;
+                    None
+                }
+                .in_current_span(),
+            )
         }
         Sampling::Ads131m {
             spi,
@@ -130,11 +150,10 @@ pub async fn start(name: &str, idcode: IdCode, pmu: &EstimatedPmu) -> Result<Est
             adc,
         } => {
             let span = tracing::Span::current();
-            let name = name.to_owned();
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
                 read_adc(
-                    &name, &spi, spi_hz, &drdy_chip, drdy_line, adc, estimator, report_tx,
+                    &spi, spi_hz, &drdy_chip, drdy_line, adc, estimator, report_tx,
                 )
             })
         }
@@ -163,18 +182,19 @@ pub async fn start(name: &str, idcode: IdCode, pmu: &EstimatedPmu) -> Result<Est
     Ok(EstimatedStream {
         config,
         frames,
-        tasks: vec![sampling, forwarding],
+        sampling,
+        forwarding,
     })
 }
 
-/// Reads the ADC on this blocking thread until the stream's receiver goes or the ADC fails.
+/// Reads the ADC on this blocking thread until the stream's receiver goes (`None`) or the ADC
+/// fails (its reason).
 ///
 /// Without a PPS to start conversions on a UTC second, the first sample's time is the system
 /// clock's when the ADC was configured: NTP-good to some milliseconds, so every report says
 /// its clock is unlocked with a 10 ms bound (STAT bit 13), and the platform is told so.
 #[allow(clippy::too_many_arguments)]
 fn read_adc(
-    name: &str,
     spi: &std::path::Path,
     spi_hz: u32,
     chip: &std::path::Path,
@@ -182,7 +202,7 @@ fn read_adc(
     adc: edgeward_measurement::source::ads131m::AdcConfig,
     estimator: edgeward_measurement::estimator::EstimatorConfig,
     reports: mpsc::Sender<edgeward_measurement::estimator::Report>,
-) {
+) -> Option<String> {
     use edgeward_measurement::c37118::ClockState;
     use edgeward_measurement::estimator::Estimator;
     use edgeward_measurement::source::ads131m::{linux, AdcError};
@@ -204,10 +224,7 @@ fn read_adc(
         start,
     ) {
         Ok(adc) => adc,
-        Err(error) => {
-            tracing::error!(%error, "PMU {name}: the ADC did not open; the stream ends");
-            return;
-        }
+        Err(error) => return Some(format!("the ADC did not open: {error}")),
     };
     adc.set_clock(ClockState::Unlocked { code: 8 });
     info!(fs = adc.rate(), "reading the ADS131M08");
@@ -217,7 +234,7 @@ fn read_adc(
             Ok((set, clock)) => {
                 if let Some(report) = estimator.push(&set, clock) {
                     if reports.blocking_send(report).is_err() {
-                        return;
+                        return None;
                     }
                 }
             }
@@ -231,10 +248,7 @@ fn read_adc(
                 );
                 estimator = Estimator::new(*estimator.config(), adc.next_time());
             }
-            Err(error) => {
-                tracing::error!(%error, "the ADC failed; the stream ends");
-                return;
-            }
+            Err(error) => return Some(format!("the ADC failed: {error}")),
         }
     }
 }

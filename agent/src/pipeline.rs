@@ -695,23 +695,55 @@ async fn read_remote(options: &ClientOptions, forward: &mut StreamForward) {
     }
 }
 
-/// The appliance's own PMU: its data frames go the way a remote PMU's do.
+/// The appliance's own PMU: its data frames go the way a remote PMU's do. A sample source that
+/// fails (an ADC that stops or does not open) is started again with a growing delay, as a
+/// remote PMU is reconnected; a configuration it cannot start with ends the stream.
 async fn read_estimated(stream: &PmuStream, pmu: &EstimatedPmu, forward: &mut StreamForward) {
-    let mut estimated = match crate::estimated::start(&stream.name, stream.idcode, pmu).await {
-        Ok(estimated) => estimated,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "the estimated PMU did not start");
+    let mut retry = SOURCE_RETRY_FIRST;
+    loop {
+        let started = tokio::time::Instant::now();
+        let mut estimated = match crate::estimated::start(&stream.name, stream.idcode, pmu).await {
+            Ok(estimated) => estimated,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "the estimated PMU did not start");
+                return;
+            }
+        };
+        let config = estimated.config.clone();
+        forward.configure(&config).await;
+        while let Some(frame) = estimated.frames.recv().await {
+            if !forward.data(&frame, &config).await {
+                return;
+            }
+        }
+        let reason = estimated.failure().await;
+        drop(estimated);
+        if started.elapsed() >= SOURCE_RETRY_RESET {
+            retry = SOURCE_RETRY_FIRST;
+        }
+        warn!(%reason, retry_seconds = retry.as_secs(), "the sample source failed; restarting it");
+        if forward
+            .inputs
+            .send(Input::Notice(Notification::source_failed(
+                &stream.name,
+                &reason,
+                retry.as_secs(),
+            )))
+            .await
+            .is_err()
+        {
             return;
         }
-    };
-    let config = estimated.config.clone();
-    forward.configure(&config).await;
-    while let Some(frame) = estimated.frames.recv().await {
-        if !forward.data(&frame, &config).await {
-            return;
-        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(SOURCE_RETRY_MAX);
     }
 }
+
+/// The first wait before a failed sample source is started again; it doubles up to the
+/// maximum, and starts over after a source that ran for the reset time.
+const SOURCE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SOURCE_RETRY_MAX: Duration = Duration::from_secs(60);
+const SOURCE_RETRY_RESET: Duration = Duration::from_secs(120);
 
 /// Turns one stream's configurations and data frames into the pipeline's inputs: retained
 /// metadata per PMU, samples, and a notice when a PMU's clock locks or unlocks.

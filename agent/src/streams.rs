@@ -192,7 +192,11 @@ async fn read_estimated(
         tokio::select! {
             _ = stopping.changed() => break,
             frame = estimated.frames.recv() => {
-                let Some(frame) = frame else { break };
+                let Some(frame) = frame else {
+                    let reason = estimated.failure().await;
+                    warn!(%reason, "the sample source failed; the stream ends");
+                    break;
+                };
                 let arrival = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|elapsed| elapsed.as_secs_f64())

@@ -125,6 +125,17 @@ impl Notification {
         }
     }
 
+    /// The appliance's own PMU lost its sample source (the ADC failed or did not open); it is
+    /// started again after `retry_seconds`.
+    pub fn source_failed(stream: &str, reason: &str, retry_seconds: u64) -> Self {
+        Self {
+            title: "PMU source failed".into(),
+            body: format!("{stream}: {reason}; retrying in {retry_seconds} s"),
+            kind: NotifyType::Failure,
+            tag: format!("pmu/{stream}"),
+        }
+    }
+
     /// The device certificate is in its last third and was not renewed.
     pub fn attestation_failing(device: &TopicSegment, expires_in_seconds: i64) -> Self {
         Self {

@@ -1,7 +1,9 @@
 //! The appliance as the PMU, in the data path: `edgeward-agent stream` with a `[pmu.estimate]`
 //! stream (simulated samples at 10 kHz, P class, 50 fps) signs, time-stamps and forwards its
 //! reports like a remote PMU's, through Mosquitto to the recorder's store, which `verify-data`
-//! checks; at the same time it serves the stream as C37.118.2, which our client reads.
+//! checks; at the same time it serves the stream as C37.118.2, which our client reads. A second
+//! estimated stream whose ADC is missing is retried with a growing delay, each failure told to
+//! the platform, without holding up the first.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use edgeward_measurement::c37118::{IdCode, NominalFrequency};
 use edgeward_measurement::client::{ClientEvent, ClientOptions, PmuClient, SessionEvent};
 use edgeward_measurement::sample::Value;
-use edgeward_tests::platform::{block_files, recorded_samples_of, Platform};
+use edgeward_tests::platform::{block_files, recorded_samples_of, Collector, Platform};
 use edgeward_tests::pypmu::free_port;
 
 const FREQUENCY: f64 = 50.02;
@@ -30,12 +32,19 @@ fn estimated_reports_reach_the_store_signed_and_are_served_as_c37118() {
         format!(
             "statistics_interval = 5\n[[pmu]]\nname = \"bay-1\"\nidcode = 9\n[pmu.estimate]\n\
              class = \"P\"\nnominal = 50\nrate = 50\nsampling = \"simulated\"\nfs = 10000\n\
-             frequency = {FREQUENCY}\nserve_tcp = \"127.0.0.1:{serve}\"\n"
+             frequency = {FREQUENCY}\nserve_tcp = \"127.0.0.1:{serve}\"\n\
+             [[pmu]]\nname = \"bay-2\"\nidcode = 10\n[pmu.estimate]\nclass = \"P\"\n\
+             nominal = 50\nrate = 50\nsampling = \"ads131m\"\nfs = 10000\n\
+             [pmu.estimate.adc]\nspi = \"/dev/spidev-edgeward-absent\"\n\
+             drdy_chip = \"/dev/gpiochip0\"\ndrdy_line = 25\nclock_hz = 10240000\nosr = 512\n\
+             gains = [1, 1, 1, 4, 4, 4, 1, 1]\nchannels = [0, 1, 2, 3, 4, 5]\n\
+             scale = [400.0, 400.0, 400.0, 40.0, 40.0, 40.0]\n"
         ),
     )
     .expect("agent config");
     let store = dir.join("store");
     let recorder = platform.recorder(&store);
+    let notifications = Collector::start(&platform, "notifications");
     let mut agent = platform
         .agent_with(&device, &config, &dir.join("buffer"))
         .args([
@@ -90,6 +99,22 @@ fn estimated_reports_reach_the_store_signed_and_are_served_as_c37118() {
         "agent failed: see {}/agent.log",
         dir.display()
     );
+    // bay-2's ADC is not there (no SPI ADC on this machine): the platform hears why, and that
+    // the appliance keeps trying, each time waiting longer; bay-1 is not held up by it.
+    notifications.wait_for_all(
+        &["retrying in 1 s", "retrying in 2 s", "retrying in 4 s"],
+        Duration::from_secs(10),
+    );
+    let heard = notifications.lines().join("\n");
+    for retry in [1, 2, 4] {
+        assert!(
+            heard.lines().any(|line| line.contains("PMU source failed")
+                && line.contains("bay-2: the ADC did not open")
+                && line.contains("/dev/spidev-edgeward-absent")
+                && line.contains(&format!("retrying in {retry} s"))),
+            "no retry after {retry} s in: {heard}"
+        );
+    }
     std::thread::sleep(Duration::from_secs(1));
     drop(recorder);
     let (ok, report) = platform.verify_data(&store);

@@ -481,8 +481,10 @@ pub mod linux {
             path: spi.to_owned(),
             source,
         };
-        let mut device = SpidevDevice::open(spi)
-            .map_err(|error| spi_error(std::io::Error::other(format!("{error:?}"))))?;
+        let mut device = SpidevDevice::open(spi).map_err(|error| {
+            let inner = error.inner();
+            spi_error(std::io::Error::new(inner.kind(), inner.to_string()))
+        })?;
         device
             .configure(
                 &SpidevOptions::new()
