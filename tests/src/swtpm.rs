@@ -37,21 +37,31 @@ impl Swtpm {
             required_peer_missing("swtpm is not installed (run scripts/setup)");
             return None;
         }
-        // Two consecutive free ports: the TPM and its control channel.
-        let port = loop {
-            let port = crate::pypmu::free_port();
-            if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                break port;
-            }
-        };
-        let state =
-            std::env::temp_dir().join(format!("edgeward-swtpm-{}-{port}", std::process::id()));
+        let state = std::env::temp_dir().join(format!(
+            "edgeward-swtpm-{}-{}",
+            std::process::id(),
+            crate::pypmu::free_port()
+        ));
         std::fs::create_dir_all(&state).expect("swtpm state directory");
         if provision {
             manufacture(&state);
         }
-        let child = spawn(&state, port);
-        Some(Self { child, state, port })
+        // Two consecutive free ports: the TPM and its control channel. Tests running at the
+        // same time pick theirs the same way, so a pair can be taken between the check and
+        // swtpm's bind (CI saw "Address already in use"): then another pair is tried.
+        for _ in 0..5 {
+            let port = loop {
+                let port = crate::pypmu::free_port();
+                if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                    break port;
+                }
+            };
+            match spawn(&state, port) {
+                Ok(child) => return Some(Self { child, state, port }),
+                Err(reason) => eprintln!("swtpm on ports {port}/{}: {reason}", port + 1),
+            }
+        }
+        panic!("swtpm did not start on five pairs of free ports");
     }
 
     /// A power cycle: swtpm stops and starts again on its state, as a TPM does when the machine
@@ -60,7 +70,7 @@ impl Swtpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The ports are free once the process is gone.
-        self.child = spawn(&self.state, self.port);
+        self.child = spawn(&self.state, self.port).expect("swtpm starts again on its ports");
     }
     /// The TCTI string for tss-esapi and tpm2-tools.
     pub fn tcti(&self) -> String {
@@ -69,9 +79,9 @@ impl Swtpm {
 }
 
 /// Starts swtpm on `state`, listening on `port` (TPM) and `port + 1` (control), and waits until
-/// it accepts connections.
-fn spawn(state: &std::path::Path, port: u16) -> Child {
-    let child = Command::new("swtpm")
+/// both accept connections; the reason if it exits first (a port taken) or takes over 10 s.
+fn spawn(state: &std::path::Path, port: u16) -> Result<Child, String> {
+    let mut child = Command::new("swtpm")
         .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
         .arg("--tpmstate")
         .arg(format!("dir={}", state.display()))
@@ -84,14 +94,29 @@ fn spawn(state: &std::path::Path, port: u16) -> Child {
         .spawn()
         .expect("swtpm starts");
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "swtpm listens within 10 s"
-        );
+    let listening = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    loop {
+        // Its own process first: the TPM port answers before the control port is bound, and a
+        // connection to a port can be another process's.
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("swtpm exited ({status})"));
+        }
+        if listening(port) && listening(port + 1) {
+            // Bound both and still running a moment later (a failed bind ends it at once):
+            // the ports are its own.
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("swtpm exited ({status})"));
+            }
+            return Ok(child);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("not listening after 10 s".into());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
 }
 
 impl Drop for Swtpm {
