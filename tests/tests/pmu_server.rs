@@ -1,7 +1,8 @@
 //! The appliance's own PMU served as C37.118.2 on loopback: a simulated source in real time,
 //! the estimator, and the server, read at once by pyPMU's PDC (a C37.118 peer no one here
 //! wrote) and by our own client over TCP, by our client as spontaneous UDP, and by a PDC that
-//! sends its commands over UDP. Every reader checks the values against the signal's truth.
+//! sends its commands over UDP. Every reader checks the values against the signal's truth. A
+//! PDC that stops reading is let go, and its place goes to the next.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -394,4 +395,101 @@ async fn a_pdc_on_udp_gets_the_configuration_and_data_only_when_it_asks() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     while receive(&socket, 50).await.is_some() {}
     assert!(receive(&socket, 500).await.is_none(), "data after data off");
+}
+
+/// One report of the test signal, to publish as often as a test needs.
+fn one_report(config: EstimatorConfig) -> edgeward_measurement::estimator::Report {
+    use edgeward_measurement::c37118::ClockState;
+    use edgeward_measurement::estimator::Estimator;
+    use edgeward_measurement::source::SampleSource;
+    let start = Timestamp { sec: 0, nsec: 0 };
+    let mut source = SimulatedSource::new(waveform(), 10_000, start, 0.0, 1).expect("a source");
+    let mut estimator = Estimator::new(config, start);
+    loop {
+        let (set, _) = source.next_set().expect("simulated samples");
+        if let Some(report) = estimator.push(&set, ClockState::Locked) {
+            return report;
+        }
+    }
+}
+
+/// Whether a PDC connecting now is served: it asks for CFG-2 and gets it.
+async fn served(server: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(server).await else {
+        return false;
+    };
+    if stream
+        .write_all(&command(IDCODE, PmuCommand::SendCfg2))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buffer = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut buffer)).await,
+        Ok(Ok(_)) if buffer[0] == 0xAA
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdc_that_stops_reading_is_let_go_and_its_place_freed() {
+    use tokio::io::AsyncWriteExt;
+    let config = EstimatorConfig::new(Class::P, NominalFrequency::Hz50, RATE, 10_000)
+        .expect("a valid configuration");
+    let station = Station::new(
+        IdCode(IDCODE),
+        "EDGEWARD BAY 1",
+        config,
+        "Edgeward test PMU",
+        1,
+    )
+    .expect("a valid station");
+    let server = PmuServer::bind(
+        station,
+        ServerOptions {
+            tcp: Some("127.0.0.1:0".parse().expect("address")),
+            udp: None,
+            spontaneous: Vec::new(),
+            config_interval: Duration::from_secs(60),
+            max_clients: 1,
+        },
+    )
+    .await
+    .expect("the server binds");
+    let address = server.tcp_address().expect("TCP");
+    // A PDC asks for data and never reads it.
+    let mut stalled = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    stalled
+        .write_all(&command(IDCODE, PmuCommand::DataOn))
+        .await
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !served(address).await,
+        "a second PDC while the place is taken"
+    );
+    // Data flows until the stalled PDC's socket is full; five seconds later it is let go.
+    let report = one_report(config);
+    let started = std::time::Instant::now();
+    let mut freed = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        for _ in 0..2_000 {
+            server.publish(&report).expect("a report encodes");
+            tokio::task::yield_now().await;
+        }
+        if served(address).await {
+            freed = Some(started.elapsed());
+            break;
+        }
+    }
+    let freed = freed.expect("the place was freed within 30 s");
+    assert!(
+        freed >= Duration::from_secs(5),
+        "freed after {freed:?}, before a write had waited 5 s"
+    );
+    eprintln!("the stalled PDC was let go after {freed:?}");
 }

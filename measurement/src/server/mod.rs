@@ -228,8 +228,8 @@ async fn serve_tcp(
                         debug!(reason, "frame ignored");
                     }
                     for reply in &answer.frames {
-                        if writer.write_all(reply).await.is_err() {
-                            return "write error";
+                        if let Err(reason) = write(&mut writer, reply).await {
+                            return reason;
                         }
                     }
                     if let Some(on) = answer.data {
@@ -242,8 +242,10 @@ async fn serve_tcp(
             }
             frame = data.recv() => match frame {
                 Ok(frame) => {
-                    if sending && writer.write_all(&frame).await.is_err() {
-                        return "write error";
+                    if sending {
+                        if let Err(reason) = write(&mut writer, &frame).await {
+                            return reason;
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
@@ -253,6 +255,21 @@ async fn serve_tcp(
                 Err(broadcast::error::RecvError::Closed) => return "server stopped",
             },
         }
+    }
+}
+
+/// How long a write to a PDC may wait for room in its socket: a PDC that stops reading is let
+/// go rather than holding one of the server's places for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn write(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    bytes: &[u8],
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("write error"),
+        Err(_) => Err("not reading: a write waited 5 s"),
     }
 }
 
