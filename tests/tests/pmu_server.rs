@@ -55,10 +55,9 @@ impl Drop for Live {
     }
 }
 
-async fn live(spontaneous: Vec<SocketAddr>, format: FrequencyFormat) -> Live {
-    let config = EstimatorConfig::new(Class::P, NominalFrequency::Hz50, RATE, 10_000)
-        .expect("a valid configuration");
-    let station = Station::new(
+/// The test PMU's station: IDCODE 4242, "EDGEWARD BAY 1", configuration count 1.
+fn station(config: EstimatorConfig) -> Station {
+    Station::new(
         IdCode(IDCODE),
         "EDGEWARD BAY 1",
         config,
@@ -66,7 +65,12 @@ async fn live(spontaneous: Vec<SocketAddr>, format: FrequencyFormat) -> Live {
         1,
     )
     .expect("a valid station")
-    .with_frequency_format(format);
+}
+
+async fn live(spontaneous: Vec<SocketAddr>, format: FrequencyFormat) -> Live {
+    let config = EstimatorConfig::new(Class::P, NominalFrequency::Hz50, RATE, 10_000)
+        .expect("a valid configuration");
+    let station = station(config).with_frequency_format(format);
     let server = Arc::new(
         PmuServer::bind(
             station,
@@ -438,16 +442,8 @@ async fn a_pdc_that_stops_reading_is_let_go_and_its_place_freed() {
     use tokio::io::AsyncWriteExt;
     let config = EstimatorConfig::new(Class::P, NominalFrequency::Hz50, RATE, 10_000)
         .expect("a valid configuration");
-    let station = Station::new(
-        IdCode(IDCODE),
-        "EDGEWARD BAY 1",
-        config,
-        "Edgeward test PMU",
-        1,
-    )
-    .expect("a valid station");
     let server = PmuServer::bind(
-        station,
+        station(config),
         ServerOptions {
             tcp: Some("127.0.0.1:0".parse().expect("address")),
             udp: None,

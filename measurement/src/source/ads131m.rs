@@ -407,7 +407,8 @@ pub mod linux {
 
     /// How long data-ready may stay quiet: the slowest rate the device has (8.192 MHz / 2 /
     /// 16256) is a conversion every 4 ms, so a second without one is a device that stopped (or
-    /// lost its clock), and the stream ends with that reason instead of a thread waiting forever.
+    /// lost its clock): the wait ends with that reason instead of a thread waiting forever, and
+    /// the appliance reports it and opens the ADC again.
     const SILENCE_LIMIT_MS: u16 = 1000;
 
     /// Data-ready from the kernel's edge events: no polling.
